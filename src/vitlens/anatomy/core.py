@@ -1,0 +1,151 @@
+"""describe / record / lesion / explicit attention: the anatomy helpers every analysis uses.
+
+`describe(model)` asks a native vitlens model for its blocks (its `anatomy()` method) or finds an
+adapter for a timm or torchvision model. The helpers work only through the returned blocks, with
+forward hooks, so they never depend on a model's attribute names.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterable, Iterator
+
+import torch
+from torch import nn
+
+from vitlens.anatomy.spec import Block
+from vitlens.errors import VitlensError
+
+# Adapters register here: (predicate, describer). Checked in order after the native method.
+_ADAPTERS: list[tuple[Callable[[nn.Module], bool], Callable[[nn.Module], list[Block]]]] = []
+
+
+def register_adapter(
+    matches: Callable[[nn.Module], bool], describer: Callable[[nn.Module], list[Block]]
+) -> None:
+    """Teach `describe` a model family it does not own."""
+    _ADAPTERS.append((matches, describer))
+
+
+def unwrap(model: nn.Module) -> nn.Module:
+    """The model inside DistributedDataParallel / DataParallel / torch.compile wrappers."""
+    while True:
+        if isinstance(model, nn.DataParallel | nn.parallel.DistributedDataParallel):
+            model = model.module
+        elif hasattr(model, "_orig_mod"):
+            model = model._orig_mod
+        else:
+            return model
+
+
+def describe(model: nn.Module) -> list[Block]:
+    """The blocks of `model` in forward order (DESIGN.md §2).
+
+    Raises:
+        VitlensError: the model is neither a vitlens model nor one an adapter knows.
+    """
+    from vitlens.anatomy import adapters  # noqa: F401  (registers the timm/torchvision adapters)
+
+    model = unwrap(model)
+    if hasattr(model, "anatomy"):
+        return model.anatomy()
+    for matches, describer in _ADAPTERS:
+        if matches(model):
+            return describer(model)
+    raise VitlensError(
+        f"vitlens cannot see inside a {type(model).__module__}.{type(model).__name__}: it is not a "
+        "vitlens model and no adapter describes it (known: timm ViT/DeiT, PiT, Swin, ResNet; "
+        "torchvision ResNet, ViT, Swin). Give the model an `anatomy()` method returning "
+        "vitlens.anatomy.Block objects, or register one with vitlens.anatomy.register_adapter."
+    )
+
+
+def _first_tensor(value) -> torch.Tensor:
+    if isinstance(value, torch.Tensor):
+        return value
+    if isinstance(value, tuple | list) and value and isinstance(value[0], torch.Tensor):
+        return value[0]
+    raise TypeError(f"tap produced {type(value).__name__}, not a tensor")
+
+
+@contextlib.contextmanager
+def tapping(
+    blocks: Iterable[Block], on_tap: Callable[[Block, torch.Tensor], None]
+) -> Iterator[None]:
+    """Call `on_tap(block, tensor)` with the raw tapped tensor of each block during forwards."""
+    handles = []
+    try:
+        for block in blocks:
+            if block.tap_point == "output":
+
+                def hook(_m, _inp, out, block=block):
+                    on_tap(block, _first_tensor(out))
+
+                handles.append(block.tap.register_forward_hook(hook))
+            else:
+
+                def pre_hook(_m, inp, block=block):
+                    on_tap(block, _first_tensor(inp))
+
+                handles.append(block.tap.register_forward_pre_hook(pre_hook))
+        yield
+    finally:
+        for h in handles:
+            h.remove()
+
+
+def record(
+    model: nn.Module,
+    x: torch.Tensor,
+    blocks: list[Block] | None = None,
+    *,
+    detach: bool = True,
+) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+    """Run one forward pass; return every block's output as a `B x C x H x W` map, and the logits.
+
+    Args:
+        model: any described model.
+        x: the input batch.
+        blocks: a subset of `describe(model)` to record (default: all).
+        detach: detach the maps from the graph (set False to differentiate through them).
+    """
+    blocks = describe(model) if blocks is None else blocks
+    maps: dict[str, torch.Tensor] = {}
+
+    def keep(block: Block, t: torch.Tensor) -> None:
+        t = block.layout.to_map(t)
+        maps[block.name] = t.detach() if detach else t
+
+    with tapping(blocks, keep):
+        logits = model(x)
+    return maps, logits
+
+
+@contextlib.contextmanager
+def lesioned(model: nn.Module, names: Iterable[str]) -> Iterator[None]:
+    """Within the context, the residual branches of the named blocks output zeros (paper §4)."""
+    names = set(names)
+    by_name = {b.name: b for b in describe(model)}
+    unknown = names - by_name.keys()
+    if unknown:
+        raise VitlensError(f"no block named {sorted(unknown)}; blocks are {list(by_name)}")
+    no_branch = [n for n in names if by_name[n].branch is None]
+    if no_branch:
+        raise VitlensError(f"blocks {sorted(no_branch)} have no residual branch to lesion")
+
+    def zero(_m, _inp, out):
+        if isinstance(out, tuple):
+            return (torch.zeros_like(out[0]),) + tuple(out[1:])
+        return torch.zeros_like(out)
+
+    handles = [by_name[n].branch.register_forward_hook(zero) for n in names]
+    try:
+        yield
+    finally:
+        for h in handles:
+            h.remove()
+
+
+def lesionable(model: nn.Module) -> list[str]:
+    """Names of the blocks whose residual branch can be lesioned."""
+    return [b.name for b in describe(model) if b.branch is not None]
