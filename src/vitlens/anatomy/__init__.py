@@ -1,4 +1,4 @@
-"""The anatomy contract (DESIGN.md §2): blocks, taps, lesions and explicit attention for any model."""
+"""The anatomy contract (DESIGN.md §2): blocks, taps, lesions, explicit attention."""
 
 from vitlens.anatomy.attention import attention_maps, explicit_attention
 from vitlens.anatomy.core import (

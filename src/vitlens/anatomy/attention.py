@@ -20,7 +20,7 @@ from vitlens.anatomy.core import describe, unwrap
 
 @contextlib.contextmanager
 def explicit_attention(model: nn.Module) -> Iterator[nn.Module]:
-    """Within the context, all attention in `model` takes the explicit, twice-differentiable path."""
+    """Within the context, all attention in `model` takes the explicit, differentiable path."""
     restore = []
     for module in unwrap(model).modules():
         if hasattr(module, "explicit") and isinstance(module.explicit, bool):  # vitlens
@@ -54,7 +54,9 @@ def _weights_forcing_forward(mha: nn.MultiheadAttention):
     return forward
 
 
-def attention_maps(model: nn.Module, x: torch.Tensor) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+def attention_maps(
+    model: nn.Module, x: torch.Tensor
+) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
     """Attention probabilities (B, heads, N_query, N_key) of every `msa` block, and the logits.
 
     For windowed attention the batch axis is (B * windows).

@@ -47,7 +47,7 @@ class Layout:
             H, W = self.grid
         else:
             H = W = math.isqrt(n_grid)
-        if H * W != n_grid:
+        if n_grid != H * W:
             raise ValueError(f"{n_grid} tokens do not fill a {H}x{W} grid")
         # (B, prefix + H*W, C) -> (B, C, H, W)
         return x[:, self.prefix :].transpose(1, 2).reshape(B, C, H, W)

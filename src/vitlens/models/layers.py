@@ -23,7 +23,7 @@ def drop_path_rates(rate: float, n_blocks: int) -> list[float]:
 
 
 class DropPath(nn.Module):
-    """Drops a residual branch per sample with probability `p` during training (Huang et al. 2016)."""
+    """Drops a residual branch per sample with probability `p` in training (Huang et al. 2016)."""
 
     def __init__(self, p: float = 0.0):
         super().__init__()

@@ -110,7 +110,9 @@ class PiT(nn.Module):
             for i, b in enumerate(stage):
                 name = f"stage{s}.block{i}"
                 out.append(
-                    Block(f"{name}.msa", "msa", s, b.norm2, "input", b.attn, layout, b.attn.attn_map)
+                    Block(
+                        f"{name}.msa", "msa", s, b.norm2, "input", b.attn, layout, b.attn.attn_map
+                    )
                 )
                 out.append(Block(f"{name}.mlp", "mlp", s, b, "output", b.mlp, layout))
         out.append(Block("head", "head", len(self.stages) - 1, self.head, "output", None, VECTOR))

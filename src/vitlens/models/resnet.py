@@ -170,9 +170,7 @@ class ResNet(nn.Module):
                 units.append(Unit(cin=cin, width=width, stride=stride, drop_path=next(rates)))
                 cin = width * Unit.expansion
             self.stages.append(nn.Sequential(*units))
-        self.final_act = (
-            nn.Sequential(nn.BatchNorm2d(cin), nn.ReLU()) if preact else nn.Identity()
-        )
+        self.final_act = nn.Sequential(nn.BatchNorm2d(cin), nn.ReLU()) if preact else nn.Identity()
         self.head = nn.Linear(cin, num_classes)
         for m in self.modules():
             if isinstance(m, nn.Conv2d):
@@ -190,7 +188,9 @@ class ResNet(nn.Module):
         for s, stage in enumerate(self.stages):
             for i, unit in enumerate(stage):
                 out.append(
-                    Block(f"stage{s}.block{i}.conv", "conv", s, unit, "output", unit.drop_path, NCHW)
+                    Block(
+                        f"stage{s}.block{i}.conv", "conv", s, unit, "output", unit.drop_path, NCHW
+                    )
                 )
         out.append(Block("head", "head", len(self.stages) - 1, self.head, "output", None, VECTOR))
         return out

@@ -176,12 +176,15 @@ class Swin(nn.Module):
         out = [Block("embed", "embed", 0, self.embed_norm, "output", None, NHWC)]
         for s, stage in enumerate(self.stages):
             if s > 0:
-                out.append(Block(f"stage{s}.pool", "pool", s, self.merges[s - 1], "output", None, NHWC))
+                out.append(
+                    Block(f"stage{s}.pool", "pool", s, self.merges[s - 1], "output", None, NHWC)
+                )
             for i, b in enumerate(stage):
                 name = f"stage{s}.block{i}"
                 attn = b.attn.attn
-                out.append(Block(f"{name}.msa", "msa", s, b.norm2, "input", b.attn, NHWC, attn.attn_map))
+                out.append(
+                    Block(f"{name}.msa", "msa", s, b.norm2, "input", b.attn, NHWC, attn.attn_map)
+                )
                 out.append(Block(f"{name}.mlp", "mlp", s, b, "output", b.mlp, NHWC))
         out.append(Block("head", "head", len(self.stages) - 1, self.head, "output", None, VECTOR))
         return out
-

@@ -134,4 +134,3 @@ class ViT(nn.Module):
             blocks.append(Block(f"block{i}.mlp", "mlp", 0, b, "output", b.mlp, layout))
         blocks.append(Block("head", "head", 0, self.head, "output", None, VECTOR))
         return blocks
-
