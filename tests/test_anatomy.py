@@ -150,3 +150,46 @@ def test_describe_refuses_an_unknown_model():
 def test_describe_unwraps_data_parallel():
     model = create_model("resnet_nano", num_classes=3)
     assert [b.name for b in describe(nn.DataParallel(model))] == [b.name for b in describe(model)]
+
+
+def _brute_force_allowed(H: int, W: int, window: int, shift: int):
+    """Which (query, key) pairs of each window may attend, from first principles, and which
+    positions hold real (not padding) tokens."""
+    Hp, Wp = H + (-H) % window, W + (-W) % window
+    # Original coordinates of the token at each position of the rolled, padded grid.
+    rows = torch.full((Hp, Wp), -1)
+    cols = torch.full((Hp, Wp), -1)
+    r = (torch.arange(H) + shift) % H
+    c = (torch.arange(W) + shift) % W
+    rows[:H, :W] = r[:, None].expand(H, W)
+    cols[:H, :W] = c[None, :].expand(H, W)
+    allowed, reals = [], []
+    for wr in range(0, Hp, window):
+        for wc in range(0, Wp, window):
+            rr = rows[wr : wr + window, wc : wc + window].flatten()
+            cc = cols[wr : wr + window, wc : wc + window].flatten()
+            real = rr >= 0
+            # A pair may attend if the key is real and the pair is not split by the wrap-around:
+            # both tokens came from the same side of the cyclic seam in each axis.
+            wrapped_r = (rr >= 0) & (rr < shift)
+            wrapped_c = (cc >= 0) & (cc < shift)
+            same = (wrapped_r[:, None] == wrapped_r[None]) & (wrapped_c[:, None] == wrapped_c[None])
+            allowed.append(same & real[None, :])
+            reals.append(real)
+    return torch.stack(allowed), torch.stack(reals)
+
+
+@pytest.mark.parametrize("H", [4, 5, 6, 7, 8, 10])
+@pytest.mark.parametrize("shift", [0, 2])
+def test_window_mask_matches_brute_force(H, shift):
+    from vitlens.models.layers import window_mask
+
+    window = 4
+    Hp = H + (-H) % window
+    mask = window_mask(H, H, Hp, Hp, window, shift)
+    expected, real = _brute_force_allowed(H, H, window, shift)
+    if mask is None:
+        assert expected.all()
+    else:
+        # Rows of padding queries are discarded after attention; compare the real queries.
+        assert torch.equal((mask == 0)[real], expected[real])

@@ -9,11 +9,15 @@ knows pass through unchanged, so `load_converted` can name them as unexpected in
 losing weights.
 
     model = create_model("swin_ti")
-    load_converted(model, torch.load("swin_ti_cifar100.pth", map_location="cpu"), "timm_swin")
+    state = torch.load("swin_ti_cifar100.pth.tar", map_location="cpu", weights_only=True)
+    load_converted(model, state, "timm_swin")
 
 Both timm layouts are accepted: timm >= 0.9 (PiT pools inside `transformers.{i}.pool`, Swin patch
 merging at the start of a stage, head under `head.fc`) and the older layout the paper's
 checkpoints were saved with (`pools.{i}`, merging at the end of a stage, bare `head`).
+
+One deliberate difference: on maps that the Swin window does not tile (never at 32x32), timm lets
+queries attend to the zero padding tokens, while vitlens masks them; outputs then differ.
 """
 
 from __future__ import annotations

@@ -164,27 +164,22 @@ def window_merge(windows: torch.Tensor, window: int, H: int, W: int) -> torch.Te
 def window_mask(
     H: int, W: int, padded_h: int, padded_w: int, window: int, shift: int
 ) -> torch.Tensor | None:
-    """Additive mask (nW, window², window²) for windowed attention on a padded, shifted grid.
+    """Additive mask (nW, window², window²) for windowed attention on a shifted, padded grid.
 
-    Keys outside the original H x W map (padding) are hidden. After a cyclic shift, tokens from
-    different regions of the unshifted map are hidden from each other (Swin, Liu et al. 2021).
-    Returns None when no token needs hiding.
+    The map is first rolled by -shift, then zero-padded at the bottom and right (as Swin does), so
+    padding always sits at rows >= H and columns >= W; those keys are hidden. After the roll, the
+    last `shift` rows and columns of the real map hold tokens wrapped around from the other edge;
+    tokens from different regions are hidden from each other (Swin, Liu et al. 2021). Returns
+    None when no token needs hiding.
     """
     if shift == 0 and padded_h == H and padded_w == W:
         return None
     region = torch.zeros(padded_h, padded_w)
     if shift:
-        bands_h = (slice(0, -window), slice(-window, -shift), slice(-shift, None))
-        bands_w = (slice(0, -window), slice(-window, -shift), slice(-shift, None))
-        label = 0
-        for bh in bands_h:
-            for bw in bands_w:
-                region[bh, bw] = label
-                label += 1
+        region[H - shift :, :] += 1  # rows wrapped around from the top
+        region[:, W - shift :] += 2  # columns wrapped around from the left
     valid = torch.zeros(padded_h, padded_w, dtype=torch.bool)
     valid[:H, :W] = True
-    if shift:
-        valid = torch.roll(valid, shifts=(-shift, -shift), dims=(0, 1))
     region_w = window_partition(region[None, :, :, None], window).squeeze(-1)  # (nW, w²)
     valid_w = window_partition(valid[None, :, :, None].float(), window).squeeze(-1) > 0
     blocked = (region_w[:, :, None] != region_w[:, None, :]) | ~valid_w[:, None, :]
