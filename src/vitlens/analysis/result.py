@@ -1,0 +1,112 @@
+"""Results of analyses (DESIGN.md §4): frozen dataclasses that round-trip through JSON.
+
+Each analysis defines a subclass of `Result` with its numbers as fields (plain floats, ints,
+strings, lists and dicts: nothing that needs torch to read) and a class-level `analysis` name and
+`schema` version. `save` writes atomically; `load_result` reads any saved Result back into its own
+class, so figures and reports can be drawn without models or data.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import json
+import os
+import platform
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
+
+from vitlens.errors import VitlensError
+
+_REGISTRY: dict[str, type[Result]] = {}
+
+
+@dataclass(frozen=True)
+class Provenance:
+    """Where a Result came from."""
+
+    model: str = ""
+    checkpoint_sha256: str | None = None
+    dataset: str = ""
+    split: str = ""
+    seed: int | None = None
+    device: str = "cpu"
+    wall_seconds: float = 0.0
+    vitlens: str = ""
+    torch: str = ""
+    created: str = ""
+    host: str = ""
+
+    @staticmethod
+    def now(**kw: Any) -> Provenance:
+        import torch
+
+        from vitlens import __version__
+
+        return Provenance(
+            vitlens=__version__,
+            torch=torch.__version__,
+            created=datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+            host=platform.node(),
+            **kw,
+        )
+
+
+@dataclass(frozen=True)
+class Result:
+    """Base of every analysis result. Subclasses add their fields and set `analysis`."""
+
+    analysis: ClassVar[str] = ""
+    schema: ClassVar[int] = 1
+
+    provenance: Provenance = field(default_factory=Provenance)
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        if cls.analysis:
+            _REGISTRY[cls.analysis] = cls
+
+    def to_dict(self) -> dict[str, Any]:
+        body = dataclasses.asdict(self)
+        return {"analysis": self.analysis, "schema": self.schema, **body}
+
+    def save(self, path: str | Path) -> Path:
+        """Write as JSON to `path` atomically (temporary file, then rename)."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+        tmp.write_text(json.dumps(self.to_dict(), indent=1, allow_nan=True))
+        os.replace(tmp, path)
+        return path
+
+
+def result_from_dict(data: dict[str, Any]) -> Result:
+    """Rebuild a Result of the right class from `Result.to_dict()` output."""
+    name = data.get("analysis")
+    if name not in _REGISTRY:
+        raise VitlensError(f"unknown result kind {name!r}; known: {sorted(_REGISTRY)}")
+    cls = _REGISTRY[name]
+    if data.get("schema") != cls.schema:
+        raise VitlensError(
+            f"{name} result has schema {data.get('schema')}, this vitlens reads {cls.schema}"
+        )
+    body = {k: v for k, v in data.items() if k not in ("analysis", "schema")}
+    body["provenance"] = Provenance(**body.get("provenance", {}))
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = set(body) - names
+    if unknown:
+        raise VitlensError(f"{name} result has unknown fields {sorted(unknown)}")
+    return cls(**body)
+
+
+def load_result(path: str | Path) -> Result:
+    """Read a saved Result; a clear VitlensError if it is missing or not a Result."""
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise VitlensError(f"no result at {path}") from None
+    except json.JSONDecodeError as err:
+        raise VitlensError(f"{path} is not a JSON result: {err}") from None
+    return result_from_dict(data)
