@@ -6,6 +6,7 @@ Every `VitlensError` is printed as one line and exits with status 2, without a t
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 import typer
 from rich.console import Console
@@ -59,6 +60,141 @@ def models_command(
     console.print("GFLOPs: one 32x32 image, 2 FLOPs per multiply-add.", style="dim")
 
 
+@app.command("train")
+def train_command(
+    model: str = typer.Argument(..., help="A registered model name (see `vitlens models`)."),
+    dataset: str = typer.Option(
+        None,
+        help="fashion-mnist-mini (default), fashion-mnist, mnist, "
+        "cifar10, cifar100 or imagefolder:PATH.",
+    ),
+    preset: str = typer.Option(
+        "quick", help="quick (minutes on a CPU) or paper (the paper's recipe)."
+    ),
+    config: Path = typer.Option(None, "--config", help="YAML file of config overrides."),
+    out: Path = typer.Option(None, help="Run folder (default runs/MODEL-DATASET-TIME)."),
+    resume: bool = typer.Option(False, help="Continue the run in --out from its last checkpoint."),
+    epochs: int = typer.Option(None, help="Total epochs, warm-up included."),
+    batch_size: int = typer.Option(None, help="Global batch size (split across torchrun ranks)."),
+    lr: float = typer.Option(None, help="Peak learning rate."),
+    fraction: float = typer.Option(None, help="Class-balanced share of the training set."),
+    augment: str = typer.Option(None, help="none, basic or paper."),
+    image_size: int = typer.Option(None, help="Resize inputs to this side."),
+    init: str = typer.Option(None, help="Start from this checkpoint or run (fine-tuning)."),
+    freeze: str = typer.Option(None, help="none, or backbone to train only the head."),
+    snapshot_every: int = typer.Option(None, help="Keep weight snapshots every N epochs."),
+    checkpoint_every: int = typer.Option(None, help="Also checkpoint every N steps."),
+    seed: int = typer.Option(None, help="Seed for every random choice of the run."),
+    device: str = typer.Option(None, help="auto, cpu, cuda or mps."),
+    data_dir: str = typer.Option(None, help="Where datasets are found or downloaded."),
+    download: bool = typer.Option(None, help="Download missing datasets."),
+    workers: int = typer.Option(None, help="Data-loading worker processes."),
+    model_arg: list[str] = typer.Option(
+        None,
+        "--model-arg",
+        help="Constructor override KEY=VALUE "
+        "(YAML value), repeatable, e.g. --model-arg patch_size=4.",
+    ),
+    quiet: bool = typer.Option(False, help="No progress bars."),
+) -> None:
+    """Train MODEL with the paper's recipe (or a quick one) and keep a resumable run folder."""
+    import datetime
+
+    import yaml
+
+    from vitlens.config import config_from_dict, load_config_file, make_config
+    from vitlens.train import Trainer
+
+    options = dict(
+        model=model,
+        dataset=dataset,
+        epochs=epochs,
+        batch_size=batch_size,
+        lr=lr,
+        fraction=fraction,
+        augment=augment,
+        image_size=image_size,
+        init=init,
+        freeze=freeze,
+        snapshot_every=snapshot_every,
+        checkpoint_every=checkpoint_every,
+        seed=seed,
+        device=device,
+        data_dir=data_dir,
+        download=download,
+        workers=workers,
+    )
+    if model_arg:
+        args = {}
+        for item in model_arg:
+            key, sep, value = item.partition("=")
+            if not sep or not key:
+                raise VitlensError(f"--model-arg needs KEY=VALUE, got {item!r}")
+            args[key] = yaml.safe_load(value)
+        options["model_args"] = args
+    if resume:
+        if out is None:
+            raise VitlensError("--resume needs --out, the run folder to continue")
+        saved = out / "config.yaml"
+        if not saved.exists():
+            raise VitlensError(f"cannot resume: {saved} does not exist")
+        base = config_from_dict(load_config_file(saved)).to_dict()
+        if base["model"] != model:
+            raise VitlensError(f"{out} trains {base['model']}, not {model}")
+        base.update({k: v for k, v in options.items() if v is not None})
+        cfg = config_from_dict(base)
+    else:
+        file_values = load_config_file(config) if config else {}
+        cfg = make_config(
+            preset, **{**file_values, **{k: v for k, v in options.items() if v is not None}}
+        )
+    if out is None:
+        stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+        out = (
+            Path("runs") / f"{cfg.model}-{cfg.dataset.replace(':', '_').replace('/', '_')}-{stamp}"
+        )
+    result = Trainer(cfg, out, resume=resume, quiet=quiet).run()
+    if result:
+        console.print(
+            f"[bold]{cfg.model}[/] on {cfg.dataset}: test acc {result['test_acc']:.4f}, "
+            f"NLL {result['test_nll']:.4f}, ECE {result['test_ece']:.4f} -> {out}"
+        )
+
+
+@app.command("eval")
+def eval_command(
+    checkpoint: Path = typer.Argument(..., help="A run folder or a checkpoint .json."),
+    dataset: str = typer.Option(None, help="Dataset (default: the one it was trained on)."),
+    split: str = typer.Option("test", help="train or test."),
+    data_dir: str = typer.Option(None, help="Where datasets are found."),
+    batch_size: int = typer.Option(256, help="Evaluation batch size."),
+    device: str = typer.Option("auto", help="auto, cpu, cuda or mps."),
+    json_out: Path = typer.Option(None, "--json", help="Also write the metrics to this JSON file."),
+) -> None:
+    """Accuracy, NLL, ECE and confident accuracy of a trained model on a dataset split."""
+    import json
+
+    from vitlens.train.checkpoint import atomic_write_text
+    from vitlens.train.evaluation import evaluate_checkpoint
+
+    metrics = evaluate_checkpoint(
+        checkpoint,
+        dataset=dataset,
+        split=split,
+        data_dir=data_dir,
+        batch_size=batch_size,
+        device=device,
+    )
+    table = Table(title=f"{checkpoint} on {metrics['dataset']} ({split})")
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    for key, value in metrics.items():
+        table.add_row(key, f"{value:.4f}" if isinstance(value, float) else str(value))
+    console.print(table)
+    if json_out is not None:
+        atomic_write_text(json_out, json.dumps(metrics, indent=1))
+
+
 def _meta():
     import torch
 
@@ -70,7 +206,7 @@ def main() -> None:
     try:
         app(standalone_mode=False)
     except VitlensError as err:
-        Console(stderr=True).print(f"[bold red]error:[/] {err}", highlight=False)
+        Console(stderr=True, soft_wrap=True).print(f"[bold red]error:[/] {err}", highlight=False)
         sys.exit(err.exit_code)
     except (typer.Exit, SystemExit) as done:
         sys.exit(getattr(done, "exit_code", getattr(done, "code", 0)))

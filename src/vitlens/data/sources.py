@@ -1,0 +1,141 @@
+"""Datasets by name: `list_datasets`, `dataset_info` and `load_dataset`.
+
+Names: "fashion-mnist-mini" (shipped, the default), "fashion-mnist", "mnist", "cifar10",
+"cifar100", and "imagefolder:PATH". Every loader returns uint8 images in memory, wrapped in an
+`ArrayDataset` with the dataset's `DatasetInfo`; the formats are read in `mini`, `idx`, `cifar`
+and `imagefolder`.
+"""
+
+from __future__ import annotations
+
+import difflib
+from pathlib import Path
+
+import torch
+from torchvision.transforms.v2 import functional as TF
+
+from vitlens.data.cifar import load_cifar_split
+from vitlens.data.dataset import ArrayDataset
+from vitlens.data.idx import load_idx_split
+from vitlens.data.imagefolder import load_image_folder
+from vitlens.data.info import BUILTIN_INFOS, DatasetInfo
+from vitlens.data.mini import load_mini_split
+from vitlens.errors import UnknownNameError, VitlensError
+
+DEFAULT_DATASET = "fashion-mnist-mini"
+IMAGEFOLDER_PREFIX = "imagefolder:"
+SPLITS = ("train", "test")
+
+
+def list_datasets() -> list[str]:
+    """Names of the built-in datasets (`imagefolder:PATH` is accepted as well)."""
+    return list(BUILTIN_INFOS)
+
+
+def _canonical(name: str) -> str:
+    """Resolve a dataset name ("FashionMNIST", "cifar-10" and such are accepted)."""
+    if name.startswith(IMAGEFOLDER_PREFIX):
+        if not name[len(IMAGEFOLDER_PREFIX) :]:
+            raise VitlensError("imagefolder: needs a path, e.g. imagefolder:/data/flowers.")
+        return name
+    key = name.strip().lower().replace("_", "-")
+    aliases = {"fashionmnist": "fashion-mnist", "cifar-10": "cifar10", "cifar-100": "cifar100"}
+    key = aliases.get(key, key)
+    if key in BUILTIN_INFOS:
+        return key
+    close = difflib.get_close_matches(key, list(BUILTIN_INFOS), n=1)
+    hint = f" Did you mean {close[0]!r}?" if close else ""
+    raise UnknownNameError(
+        f"unknown dataset {name!r}.{hint} Known datasets: {', '.join(BUILTIN_INFOS)}, "
+        "or imagefolder:PATH for a folder of class sub-folders."
+    )
+
+
+def dataset_info(name: str, data_dir: str | Path | None = None) -> DatasetInfo:
+    """Describe a dataset without loading it (an image folder's training split is read for its
+    mean and std).
+
+    Args:
+        name: A name from `list_datasets()` or `imagefolder:PATH`.
+        data_dir: Only used to resolve a relative `imagefolder:` path that does not exist as given.
+
+    Returns:
+        The dataset's `DatasetInfo`.
+
+    Raises:
+        UnknownNameError: For an unknown name.
+    """
+    name = _canonical(name)
+    if name.startswith(IMAGEFOLDER_PREFIX):
+        _, _, info = load_image_folder(_folder_path(name, data_dir), "train")
+        return info
+    return BUILTIN_INFOS[name]
+
+
+def _folder_path(name: str, data_dir: str | Path | None) -> Path:
+    path = Path(name[len(IMAGEFOLDER_PREFIX) :]).expanduser()
+    if not path.is_absolute() and not path.exists() and data_dir is not None:
+        path = Path(data_dir).expanduser() / path
+    return path
+
+
+def _resize(images: torch.Tensor, size: int) -> torch.Tensor:
+    # (N, C, H, W) uint8 -> (N, C, size, size); antialiased bilinear, like PIL.
+    return TF.resize(images, [size, size], antialias=True)
+
+
+def load_dataset(
+    name: str = DEFAULT_DATASET,
+    split: str = "train",
+    *,
+    data_dir: str | Path | None = None,
+    download: bool = False,
+    image_size: int | None = None,
+) -> ArrayDataset:
+    """Load a split of a dataset into memory.
+
+    Args:
+        name: A name from `list_datasets()` or `imagefolder:PATH`.
+        split: "train" or "test".
+        data_dir: Where to look for (and download) data; default `$VITLENS_DATA` or
+            `~/.cache/vitlens/data`.
+        download: Download missing files (MNIST, Fashion-MNIST, CIFAR).
+        image_size: Resize to this square size (the built-in datasets are resized with
+            antialiased bilinear interpolation; image folders are resized and centre-cropped).
+
+    Returns:
+        An `ArrayDataset` without transform (normalization only) and without seed.
+
+    Raises:
+        VitlensError: If the name or split is unknown, or the files are missing or damaged.
+    """
+    name = _canonical(name)
+    if split not in SPLITS:
+        raise VitlensError(f"unknown split {split!r}; use one of {', '.join(SPLITS)}.")
+    if image_size is not None and image_size < 1:
+        raise VitlensError(f"image_size must be a positive number of pixels, got {image_size}.")
+
+    if name.startswith(IMAGEFOLDER_PREFIX):
+        images, labels, info = load_image_folder(
+            _folder_path(name, data_dir), split, image_size=image_size
+        )
+        return ArrayDataset(images, labels, info)
+
+    info = BUILTIN_INFOS[name]
+    if name == "fashion-mnist-mini":
+        images, labels = load_mini_split(split)
+    elif name in ("fashion-mnist", "mnist"):
+        images, labels = load_idx_split(name, split, data_dir=data_dir, download=download)
+    else:
+        images, labels, classes = load_cifar_split(
+            name, split, data_dir=data_dir, download=download
+        )
+        if classes != info.classes:
+            raise VitlensError(
+                f"the {name} meta file lists classes {list(classes)[:5]}..., expected "
+                f"{list(info.classes)[:5]}...; is this really {name}?"
+            )
+    if image_size is not None and image_size != info.image_size:
+        images = _resize(images, image_size)
+        info = info.with_image_size(image_size)
+    return ArrayDataset(images, labels, info)
