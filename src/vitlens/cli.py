@@ -195,6 +195,57 @@ def eval_command(
         atomic_write_text(json_out, json.dumps(metrics, indent=1))
 
 
+@app.command("analyze")
+def analyze_command(
+    analysis: str = typer.Argument(
+        ...,
+        help="fourier, variance, cka, lesion, attention, hessian, "
+        "landscape, trajectory, corruptions or freqnoise.",
+    ),
+    checkpoint: Path = typer.Argument(..., help="A run folder or a checkpoint .json."),
+    batches: int = typer.Option(
+        None,
+        help="Batches to stream (default: the analysis's own; the "
+        "whole test split for feature and robustness analyses).",
+    ),
+    batch_size: int = typer.Option(None, help="Images per batch."),
+    out: Path = typer.Option(
+        None, help="Folder for the Result JSON and figures (default: RUN/analysis)."
+    ),
+    dataset: str = typer.Option(None, help="Evaluate on another dataset than the training one."),
+    other: Path = typer.Option(None, help="CKA only: a second run to compare against."),
+    data_dir: str = typer.Option(None, help="Where datasets are found."),
+    device: str = typer.Option("auto", help="auto, cpu, cuda or mps."),
+    seed: int = typer.Option(0, help="Seed of every random choice of the analysis."),
+    quiet: bool = typer.Option(False, help="No progress bars."),
+) -> None:
+    """Run one analysis of the paper on a trained model; save its Result (JSON) and figures."""
+    from vitlens import distributed as dist
+    from vitlens.analysis.runner import ANALYSES, run_analysis
+    from vitlens.report.figures import draw
+
+    if analysis not in ANALYSES:
+        raise VitlensError(f"unknown analysis {analysis!r}; choose from {', '.join(ANALYSES)}")
+    result = run_analysis(
+        analysis,
+        checkpoint,
+        batches=batches,
+        batch_size=batch_size,
+        dataset=dataset,
+        data_dir=data_dir,
+        device=device,
+        seed=seed,
+        progress=not quiet,
+        other=other,
+    )
+    if not dist.is_main():
+        return
+    folder = out or (checkpoint if checkpoint.is_dir() else checkpoint.parent.parent) / "analysis"
+    path = result.save(folder / f"{analysis}.json")
+    figures = draw([result], folder)
+    console.print(f"{analysis}: {path}" + "".join(f"\n  figure: {f}" for f in figures))
+
+
 def _meta():
     import torch
 
