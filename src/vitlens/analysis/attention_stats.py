@@ -1,0 +1,378 @@
+"""Attention statistics per MSA block and head (paper Fig. 7; reference/paper.md §1.8, §1.15).
+
+The paper's point is that the key feature of MSA is *data specificity*, not long-range dependency.
+For every `msa` block whose attention maps can be read (`Block.attention`, on the explicit-softmax
+path of `vitlens.anatomy.explicit_attention`) and every head, streamed over all images:
+
+- **mean attention distance**, in pixels of the input (Dosovitskiy et al. 2021, Fig. 7): for each
+  query token on the grid, the attention-weighted mean Euclidean distance between its centre and
+  the centres of the grid tokens it attends to, then averaged over queries and images. Token
+  centres are grid positions times the token's size in input pixels, input side / grid side per
+  axis (so the distance is exact for patch grids and approximate for PiT's overlapping stride-1
+  embedding). Prefix (class, distillation, register) tokens have no position: they are dropped as
+  queries, and as keys the row is renormalized over the grid tokens.
+- **entropy** of each query's full attention row (prefix keys included), in nats, averaged.
+  Uniform attention over N keys has entropy log N; attending to one token has 0.
+- **data specificity**: how much the maps differ between images. Per query row, the mean over
+  images of the squared Euclidean distance between an image's attention row and the row averaged
+  over images; averaged over query rows (and windows), then square-rooted: an RMS distance in
+  [0, √2]. 0 means every image gets the same map (a data-agnostic, conv-like filter). Squared
+  distances let the statistic stream in one pass: mean‖a_i - ā‖² = mean‖a_i‖² - ‖ā‖².
+
+Windowed attention (Swin, AlterNet) runs on (B * windows, heads, w², w²) maps. The window is read
+from the nearest module above `Block.attention` with an integer `window` (vitlens Swin and
+AlterNet) or a `window_size` (timm Swin) attribute, and must account for N; without one, an
+attention that does not cover the whole grid is taken to use square windows of side √N. Windows
+tile the block's grid row-major after zero-padding at the bottom and right (the order vitlens and
+timm use, after Swin's cyclic shift); distances are between positions inside a window; padded
+positions are dropped as queries and keys. Positions inside a shifted window are measured in the
+shifted frame, which is exact because tokens wrapped around the map's edge are masked from the
+others.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import ClassVar
+
+import torch
+from torch import nn
+
+from vitlens.analysis.result import Provenance, Result
+from vitlens.analysis.streaming import (
+    Batch,
+    evaluating,
+    float64_device,
+    normalized_depths,
+    provenance_for,
+    resolve_device,
+    stream,
+)
+from vitlens.anatomy import Block, describe, explicit_attention, tapping, unwrap
+from vitlens.errors import VitlensError
+
+
+@dataclass(frozen=True)
+class AttentionResult(Result):
+    """Per MSA block and head: mean attention distance, entropy and data specificity.
+
+    Attributes:
+        names, stages: the MSA blocks with readable attention, in forward order.
+        depths: normalized depth of each block over the model's feature-map blocks.
+        heads: number of heads per block.
+        grids: (H, W) token grid of each block's stage.
+        windows: (h, w) grid positions inside one attention window (the whole grid if global).
+        prefix: prefix (class) tokens per block (0 for windowed attention).
+        pixels_per_token: (rows, columns) input pixels per grid step.
+        distance: per block, per head, mean attention distance in input pixels.
+        entropy: per block, per head, mean entropy of a query's attention row in nats.
+        specificity: per block, per head, RMS distance of an image's attention rows from the
+            image-averaged rows (see the module docstring).
+        n_images, n_batches: how much data the statistics were streamed over.
+    """
+
+    analysis: ClassVar[str] = "attention"
+    schema: ClassVar[int] = 1
+
+    names: list[str] = field(default_factory=list)
+    stages: list[int] = field(default_factory=list)
+    depths: list[float] = field(default_factory=list)
+    heads: list[int] = field(default_factory=list)
+    grids: list[list[int]] = field(default_factory=list)
+    windows: list[list[int]] = field(default_factory=list)
+    prefix: list[int] = field(default_factory=list)
+    pixels_per_token: list[list[float]] = field(default_factory=list)
+    distance: list[list[float]] = field(default_factory=list)
+    entropy: list[list[float]] = field(default_factory=list)
+    specificity: list[list[float]] = field(default_factory=list)
+    n_images: int = 0
+    n_batches: int = 0
+
+
+@dataclass(frozen=True)
+class Geometry:
+    """Where the tokens of one block's attention maps sit.
+
+    Attributes:
+        window: (h, w) grid positions in one window (the whole grid for global attention).
+        n_windows: windows per image (1 for global attention).
+        prefix: tokens before the grid tokens in each map (class tokens), 0 when windowed.
+        pixels: input pixels per grid step along rows and columns.
+        valid: (n_windows, h * w) bool, False at padding positions.
+    """
+
+    window: tuple[int, int]
+    n_windows: int
+    prefix: int
+    pixels: tuple[float, float]
+    valid: torch.Tensor
+
+    @staticmethod
+    def global_grid(
+        grid: tuple[int, int], prefix: int = 0, pixels: tuple[float, float] = (1.0, 1.0)
+    ) -> Geometry:
+        """Global attention over an H x W grid after `prefix` tokens."""
+        valid = torch.ones(1, grid[0] * grid[1], dtype=torch.bool)
+        return Geometry(tuple(grid), 1, prefix, pixels, valid)
+
+    @staticmethod
+    def windowed(
+        grid: tuple[int, int], window: tuple[int, int], pixels: tuple[float, float] = (1.0, 1.0)
+    ) -> Geometry:
+        """Non-overlapping windows tiling an H x W grid zero-padded at the bottom and right."""
+        (H, W), (wh, ww) = grid, window
+        nh, nw = -(-H // wh), -(-W // ww)
+        valid = torch.zeros(nh * wh, nw * ww, dtype=torch.bool)
+        valid[:H, :W] = True
+        # (nh*wh, nw*ww) -> (nh, wh, nw, ww) -> (nh*nw, wh*ww), windows in row-major order
+        valid = valid.view(nh, wh, nw, ww).permute(0, 2, 1, 3).reshape(nh * nw, wh * ww)
+        return Geometry((wh, ww), nh * nw, 0, pixels, valid)
+
+
+def distance_matrix(window: tuple[int, int], pixels: tuple[float, float] = (1.0, 1.0)):
+    """(h*w, h*w) Euclidean distances between token centres of an h x w grid, in input pixels."""
+    h, w = window
+    rows = torch.arange(h, dtype=torch.float64).repeat_interleave(w) * pixels[0]  # row-major
+    cols = torch.arange(w, dtype=torch.float64).repeat(h) * pixels[1]
+    return torch.hypot(rows[:, None] - rows[None, :], cols[:, None] - cols[None, :])
+
+
+class AttentionAccumulator:
+    """Running per-head sums for one block: distance, entropy and the specificity moments."""
+
+    def __init__(self, geometry: Geometry, heads: int, device: torch.device):
+        self.geometry = geometry
+        self.heads = heads
+        self.n_images = 0
+        g = geometry
+        self.distances = distance_matrix(g.window, g.pixels).float().to(device)  # (G, G)
+        self.valid = g.valid.to(device)  # (nW, G)
+        n = g.prefix + g.window[0] * g.window[1]
+        acc = float64_device(device)
+        self.distance_sum = torch.zeros(heads, dtype=torch.float64, device=acc)
+        self.entropy_sum = torch.zeros(heads, dtype=torch.float64, device=acc)
+        self.map_sum = torch.zeros(g.n_windows, heads, n, n, dtype=torch.float64, device=acc)
+        self.row_square_sum = torch.zeros(g.n_windows, heads, n, dtype=torch.float64, device=acc)
+
+    def update(self, attn: torch.Tensor) -> None:
+        """Add a batch of maps (B * n_windows, heads, N, N), windows of an image consecutive."""
+        g, P = self.geometry, self.geometry.prefix
+        attn = attn.float()
+        B = attn.shape[0] // g.n_windows
+        a = attn.reshape(B, g.n_windows, *attn.shape[1:])  # (B, nW, heads, N, N)
+        queries = self.valid[None, :, None, :].float()  # (1, nW, 1, G) real grid queries
+
+        # Distance: rows of grid queries over grid keys, renormalized over real grid keys.
+        grid = a[..., P:, P:] * self.valid[None, :, None, None, :]  # (B, nW, heads, G, G)
+        mass = grid.sum(-1)
+        dist = (grid * self.distances).sum(-1) / mass.clamp_min(1e-12)  # (B, nW, heads, G)
+        self.distance_sum += (
+            (dist * queries).sum(dim=(0, 1, 3), dtype=torch.float64).to(self.distance_sum.device)
+        )
+
+        # Entropy of each grid query's whole row (0 log 0 = 0).
+        ent = -torch.special.xlogy(a[..., P:, :], a[..., P:, :]).sum(-1)  # (B, nW, heads, G)
+        self.entropy_sum += (
+            (ent * queries).sum(dim=(0, 1, 3), dtype=torch.float64).to(self.entropy_sum.device)
+        )
+
+        # Specificity moments: the sum of maps and of each row's squared norm over images.
+        self.map_sum += a.sum(0, dtype=torch.float64).to(self.map_sum.device)
+        self.row_square_sum += (
+            a.square().sum(-1).sum(0, dtype=torch.float64).to(self.row_square_sum.device)
+        )
+        self.n_images += B
+
+    def finish(self) -> tuple[list[float], list[float], list[float]]:
+        """Per-head (distance, entropy, specificity)."""
+        g, P = self.geometry, self.geometry.prefix
+        valid = g.valid.to(self.map_sum.device)  # (nW, G)
+        n_queries = self.n_images * int(valid.sum())
+        distance = self.distance_sum / n_queries
+        entropy = self.entropy_sum / n_queries
+        mean_map = self.map_sum / self.n_images  # (nW, heads, N, N)
+        msd = self.row_square_sum / self.n_images - mean_map.square().sum(-1)  # (nW, heads, N)
+        msd = msd[..., P:].clamp_min(0) * valid[:, None, :]  # grid queries only
+        specificity = (msd.sum(dim=(0, 2)) / int(valid.sum())).sqrt()
+        return distance.tolist(), entropy.tolist(), specificity.tolist()
+
+
+def head_statistics(
+    attn: torch.Tensor, geometry: Geometry
+) -> tuple[list[float], list[float], list[float]]:
+    """Per-head (distance, entropy, specificity) of one batch of attention maps.
+
+    Args:
+        attn: (B * n_windows, heads, N, N) attention probabilities.
+        geometry: where the tokens sit (`Geometry.global_grid` or `Geometry.windowed`).
+    """
+    acc = AttentionAccumulator(geometry, attn.shape[1], attn.device)
+    acc.update(attn)
+    return acc.finish()
+
+
+def _window_attribute(model: nn.Module, module: nn.Module) -> tuple[int, int] | None:
+    """The window size of the nearest module at or above `module` that declares one."""
+    parents = {id(c): m for m in model.modules() for c in m.children()}
+    while module is not None:
+        for attr in ("window", "window_size"):
+            value = getattr(module, attr, None)
+            if isinstance(value, int) and not isinstance(value, bool):
+                return value, value
+            if (
+                isinstance(value, tuple | list)
+                and len(value) == 2
+                and all(isinstance(v, int) for v in value)
+            ):
+                return int(value[0]), int(value[1])
+        module = parents.get(id(module))
+    return None
+
+
+def resolve_geometry(
+    block: Block,
+    attn_shape: tuple[int, ...],
+    batch: int,
+    grid: tuple[int, int],
+    image_size: tuple[int, int],
+    window: tuple[int, int] | None,
+) -> Geometry:
+    """How a block's (B * nW, heads, N, N) maps sit on its H x W grid (see the module docstring).
+
+    Raises:
+        VitlensError: the maps fit neither global attention over the grid nor square windows.
+    """
+    H, W = grid
+    pixels = (image_size[0] / H, image_size[1] / W)
+    n_windows, N = attn_shape[0] // batch, attn_shape[-1]
+    prefix = block.layout.prefix if block.layout.kind == "tokens" else 0
+    if window is not None and window[0] * window[1] == N:
+        geometry = Geometry.windowed(grid, window, pixels)
+    elif n_windows == 1 and prefix + H * W == N:
+        geometry = Geometry.global_grid(grid, prefix, pixels)
+    elif math.isqrt(N) ** 2 == N:
+        geometry = Geometry.windowed(grid, (math.isqrt(N),) * 2, pixels)
+    else:
+        geometry = None
+    if geometry is None or geometry.n_windows != n_windows or attn_shape[0] % batch:
+        raise VitlensError(
+            f"cannot place the {tuple(attn_shape)} attention maps of {block.name} on its "
+            f"{H}x{W} token grid for a batch of {batch}: they are neither global attention "
+            f"(N = prefix + H*W) nor square windows tiling the grid"
+        )
+    return geometry
+
+
+def attention_stats(
+    model: nn.Module,
+    batches: Iterable[Batch],
+    *,
+    max_batches: int | None = None,
+    device: str | torch.device = "cpu",
+    progress: bool = False,
+    provenance: Provenance | None = None,
+) -> AttentionResult:
+    """Mean attention distance, entropy and data specificity of every MSA block and head.
+
+    Args:
+        model: any model `vitlens.anatomy.describe` knows with readable attention maps; moved
+            to `device`, run in eval mode on the explicit-softmax path.
+        batches: (images, labels) pairs, e.g. a DataLoader; all images of one size.
+        max_batches: use at most this many batches (None: all).
+        device: `cpu`, `cuda`, `mps` or `auto`.
+        progress: show a progress bar.
+        provenance: what to record about the model and data; wall time and device are filled in.
+
+    Raises:
+        VitlensError: the model has no MSA block whose attention maps can be read.
+    """
+    started = time.perf_counter()
+    device = resolve_device(device)
+    all_blocks = describe(model.to(device))
+    blocks = [b for b in all_blocks if b.kind == "msa" and b.attention is not None]
+    if not blocks:
+        raise VitlensError(
+            f"{type(unwrap(model)).__name__} has no MSA block whose attention maps vitlens can "
+            "read, so there are no attention statistics to compute"
+        )
+    windows = {b.name: _window_attribute(unwrap(model), b.attention) for b in blocks}
+    accumulators: dict[str, AttentionAccumulator] = {}
+    grids: dict[str, tuple[int, int]] = {}
+    pending: dict[str, torch.Tensor] = {}
+    current: dict[str, torch.Tensor] = {}  # the batch being run
+
+    def on_attention(block: Block):
+        def hook(_m, _inp, out):
+            pending[block.name] = out[1] if isinstance(out, tuple) else out
+
+        return hook
+
+    def on_tap(block: Block, t: torch.Tensor) -> None:
+        # The tap (the stream after the block) comes after the attention inside it; the map's
+        # grid is what places the attention tokens. Reduce now so no batch of maps is held.
+        attn = pending.pop(block.name, None)
+        if attn is None:
+            return
+        grid = tuple(int(s) for s in block.layout.to_map(t).shape[-2:])
+        images = current["images"]
+        if block.name not in accumulators:
+            geometry = resolve_geometry(
+                block,
+                tuple(attn.shape),
+                images.shape[0],
+                grid,
+                images.shape[-2:],
+                windows[block.name],
+            )
+            accumulators[block.name] = AttentionAccumulator(geometry, attn.shape[1], attn.device)
+            grids[block.name] = grid
+        elif grids[block.name] != grid:
+            raise VitlensError(f"block {block.name} changed grid size; use images of one size")
+        accumulators[block.name].update(attn)
+
+    n_images = n_batches = 0
+    handles = [b.attention.register_forward_hook(on_attention(b)) for b in blocks]
+    try:
+        with (
+            evaluating(model),
+            torch.no_grad(),
+            explicit_attention(model),
+            tapping(blocks, on_tap),
+        ):
+            for images, _ in stream(
+                batches,
+                max_batches=max_batches,
+                device=device,
+                progress=progress,
+                description="attention",
+            ):
+                current["images"] = images
+                model(images)
+                n_images += int(images.shape[0])
+                n_batches += 1
+    finally:
+        for h in handles:
+            h.remove()
+    depths = normalized_depths(all_blocks)
+    done = [b for b in blocks if b.name in accumulators]
+    stats = {b.name: accumulators[b.name].finish() for b in done}
+    geo = {b.name: accumulators[b.name].geometry for b in done}
+    return AttentionResult(
+        provenance=provenance_for(provenance, model, device, started),
+        names=[b.name for b in done],
+        stages=[b.stage for b in done],
+        depths=[depths[b.name] for b in done],
+        heads=[accumulators[b.name].heads for b in done],
+        grids=[list(grids[b.name]) for b in done],
+        windows=[list(geo[b.name].window) for b in done],
+        prefix=[geo[b.name].prefix for b in done],
+        pixels_per_token=[list(geo[b.name].pixels) for b in done],
+        distance=[stats[b.name][0] for b in done],
+        entropy=[stats[b.name][1] for b in done],
+        specificity=[stats[b.name][2] for b in done],
+        n_images=n_images,
+        n_batches=n_batches,
+    )

@@ -1,0 +1,184 @@
+"""Fourier analysis of feature maps (paper §3, Figs. 2a, 8 and D.2; official_repo.md §4.1).
+
+For every block's feature map (B, C, H, W) the authors take log(|FFT2| + 1e-6) of each channel (the
+unnormalized 2-D DFT over H and W), centre it, average over images and channels, read the
+half-diagonal from frequency 0 towards (π, π), and subtract the value at 0: the *ΔLog amplitude*.
+MSAs lower the high-frequency (1.0π) value (low-pass), Convs and MLPs raise it (high-pass).
+
+Which entries the half-diagonal reads. The DFT of a real map is Hermitian, |F(-u, -v)| = |F(u, v)|,
+so the centred spectrum's half-diagonal from the centre towards the (-π, -π) corner holds the same
+amplitudes as the entries F[k, k] of the *uncentred* spectrum, k = 0 … K with K = H // 2 for a
+square H x W map. Entry k has frequency k · 2π / H on both axes, so the curve runs from 0 to exactly
+1.0π for even H (the Nyquist frequency) and to (H - 1)/H · π for odd H. We read those entries
+directly (no shift needed; `rfft2` suffices since k ≤ W // 2). The authors' notebook reads the
+other direction, k = 0 … H/2 - 1, and so stops one step short of π. For a non-square map we take
+K = min(H, W) // 2 points and on each axis the nearest index to the same fraction of that axis'
+Nyquist index; the reported frequency is the mean of the two axes' frequencies.
+
+The log amplitude is computed in float64 so that rounding in the DFT stays far below `eps`: a
+constant map then has an exactly flat curve beyond DC, and the all-zero map a flat zero one.
+Statistics are streamed: a running float64 sum of each block's curve over images and channels.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import ClassVar
+
+import torch
+from torch import nn
+
+from vitlens.analysis.result import Provenance, Result
+from vitlens.analysis.streaming import (
+    Batch,
+    float64_device,
+    normalized_depths,
+    provenance_for,
+    resolve_device,
+    stream_map_sums,
+)
+from vitlens.errors import VitlensError
+
+EPS = 1e-6  # the authors' log(|F| + 1e-6)
+
+
+@dataclass(frozen=True)
+class FourierResult(Result):
+    """ΔLog amplitude along the half-diagonal of every feature map's spectrum.
+
+    Attributes:
+        names, kinds, stages: the blocks analysed, in forward order (maps of side < 2 skipped).
+        depths: normalized depth of each block over the model's feature-map blocks.
+        map_sizes: (H, W) of each block's map.
+        frequencies: per block, the frequency of each curve point in units of π (0 … ≈1).
+        delta_log_amplitude: per block, the mean log amplitude minus its value at frequency 0.
+        dc_log_amplitude: per block, the mean log amplitude at frequency 0 (to rebuild the raw
+            curve).
+        high_frequency: per block, the ΔLog amplitude at the highest frequency (1.0π for even H).
+        eps: the amplitude offset inside the log.
+        n_images, n_batches: how much data the statistics were streamed over.
+    """
+
+    analysis: ClassVar[str] = "fourier"
+    schema: ClassVar[int] = 1
+
+    names: list[str] = field(default_factory=list)
+    kinds: list[str] = field(default_factory=list)
+    stages: list[int] = field(default_factory=list)
+    depths: list[float] = field(default_factory=list)
+    map_sizes: list[list[int]] = field(default_factory=list)
+    frequencies: list[list[float]] = field(default_factory=list)
+    delta_log_amplitude: list[list[float]] = field(default_factory=list)
+    dc_log_amplitude: list[float] = field(default_factory=list)
+    high_frequency: list[float] = field(default_factory=list)
+    eps: float = EPS
+    n_images: int = 0
+    n_batches: int = 0
+
+
+def diagonal(height: int, width: int) -> tuple[list[int], list[int], list[float]]:
+    """Indices (rows, columns) of the half-diagonal entries and their frequencies in units of π.
+
+    See the module docstring: for a square map of side H, entry k is (k, k) at k · 2/H · π.
+
+    Raises:
+        VitlensError: a side is shorter than 2 (a 1x1 map has no frequencies but 0).
+    """
+    if min(height, width) < 2:
+        raise VitlensError(f"a {height}x{width} map has no spatial frequencies to analyse")
+    K = min(height, width) // 2
+    rows = [round(k * (height // 2) / K) for k in range(K + 1)]
+    cols = [round(k * (width // 2) / K) for k in range(K + 1)]
+    freqs = [
+        (r / height + c / width) for r, c in zip(rows, cols, strict=True)
+    ]  # mean of 2r/H, 2c/W
+    return rows, cols, freqs
+
+
+def _log_amplitude_sum(maps: torch.Tensor, eps: float = EPS) -> torch.Tensor:
+    """Sum over images and channels of log(|F[k, k]| + eps) along the half-diagonal: (K + 1,)."""
+    H, W = maps.shape[-2:]
+    rows, cols, _ = diagonal(H, W)
+    x = maps.to(float64_device(maps.device), torch.float64)
+    spectrum = torch.fft.rfft2(x)  # (B, C, H, W // 2 + 1), unnormalized
+    diag = spectrum[..., rows, cols]  # (B, C, K + 1)
+    return torch.log(diag.abs() + eps).sum(dim=(0, 1))
+
+
+def log_amplitude_curve(maps: torch.Tensor, eps: float = EPS) -> torch.Tensor:
+    """Mean over images and channels of the log amplitude along the half-diagonal.
+
+    Args:
+        maps: (B, C, H, W) feature maps.
+        eps: offset inside the log.
+
+    Returns:
+        A float64 tensor of K + 1 values, frequency 0 first (see `diagonal`).
+    """
+    return _log_amplitude_sum(maps, eps) / (maps.shape[0] * maps.shape[1])
+
+
+def delta_log_amplitude(maps: torch.Tensor, eps: float = EPS) -> torch.Tensor:
+    """`log_amplitude_curve(maps) - log_amplitude_curve(maps)[0]`: the paper's ΔLog amplitude."""
+    curve = log_amplitude_curve(maps, eps)
+    return curve - curve[0]
+
+
+def fourier(
+    model: nn.Module,
+    batches: Iterable[Batch],
+    *,
+    max_batches: int | None = None,
+    device: str | torch.device = "cpu",
+    eps: float = EPS,
+    progress: bool = False,
+    provenance: Provenance | None = None,
+) -> FourierResult:
+    """ΔLog amplitude of every block's feature maps, averaged over all images streamed.
+
+    Args:
+        model: any model `vitlens.anatomy.describe` knows; moved to `device`, run in eval mode.
+        batches: (images, labels) pairs, e.g. a DataLoader.
+        max_batches: use at most this many batches (None: all).
+        device: `cpu`, `cuda`, `mps` or `auto`.
+        eps: offset inside the log (the authors use 1e-6).
+        progress: show a progress bar.
+        provenance: what to record about the model and data; wall time and device are filled in.
+    """
+    started = time.perf_counter()
+    device = resolve_device(device)
+    model.to(device)
+    sums = stream_map_sums(
+        model,
+        batches,
+        lambda m: _log_amplitude_sum(m, eps),
+        accepts=lambda size: min(size) >= 2,
+        max_batches=max_batches,
+        device=device,
+        progress=progress,
+        description="fourier",
+    )
+    depths = normalized_depths(sums.model_blocks)
+    means = sums.means()
+    curves, freqs = [], []
+    for b in sums.blocks:
+        curve = means[b.name].cpu()
+        curves.append((curve - curve[0]).tolist())
+        freqs.append(diagonal(*sums.sizes[b.name])[2])
+    return FourierResult(
+        provenance=provenance_for(provenance, model, device, started),
+        names=[b.name for b in sums.blocks],
+        kinds=[b.kind for b in sums.blocks],
+        stages=[b.stage for b in sums.blocks],
+        depths=[depths[b.name] for b in sums.blocks],
+        map_sizes=[list(sums.sizes[b.name]) for b in sums.blocks],
+        frequencies=freqs,
+        delta_log_amplitude=curves,
+        dc_log_amplitude=[float(means[b.name][0]) for b in sums.blocks],
+        high_frequency=[c[-1] for c in curves],
+        eps=eps,
+        n_images=sums.n_images,
+        n_batches=sums.n_batches,
+    )
