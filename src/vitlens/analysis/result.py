@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
+import importlib
 import json
 import os
 import platform
@@ -20,6 +21,21 @@ from typing import Any, ClassVar
 from vitlens.errors import VitlensError
 
 _REGISTRY: dict[str, type[Result]] = {}
+
+# Where each kind of Result is defined, so a fresh process can read any saved Result.
+_MODULES = {
+    "fourier": "vitlens.analysis.fourier",
+    "variance": "vitlens.analysis.variance",
+    "cka": "vitlens.analysis.cka",
+    "lesion": "vitlens.analysis.lesion",
+    "attention": "vitlens.analysis.attention_stats",
+    "hessian": "vitlens.analysis.hessian",
+    "landscape": "vitlens.analysis.landscape",
+    "trajectory": "vitlens.analysis.trajectory",
+    "corruptions": "vitlens.analysis.corruption_eval",
+    "freqnoise": "vitlens.analysis.freqnoise_eval",
+    "buildup": "vitlens.buildup",
+}
 
 
 @dataclass(frozen=True)
@@ -84,6 +100,8 @@ class Result:
 def result_from_dict(data: dict[str, Any]) -> Result:
     """Rebuild a Result of the right class from `Result.to_dict()` output."""
     name = data.get("analysis")
+    if name not in _REGISTRY and name in _MODULES:
+        importlib.import_module(_MODULES[name])
     if name not in _REGISTRY:
         raise VitlensError(f"unknown result kind {name!r}; known: {sorted(_REGISTRY)}")
     cls = _REGISTRY[name]

@@ -1,0 +1,666 @@
+"""Hessian-vector products of a model's loss, and the paper's max-eigenvalue spectra.
+
+Park & Kim (2022, §2.1, Figs. 1c and 4; notes §1.5) compute, for each minibatch (size 16) of the
+*augmented* training data, the top-5 Hessian eigenvalues of NLL + L2 by PyHessian's power
+iteration, pool them over minibatches and plot their density; NEP (the fraction of negative
+values) measures non-convexity and APE (the mean positive value) sharpness. The authors never
+released that code (official_repo.md §4.6); this module is a verified re-implementation:
+
+- `HessianOperator` is a `vitlens.analysis.linalg.LinearOperator`. It runs the forward pass and
+  the first backward (create_graph=True) ONCE per batch, under `explicit_attention` (fused SDPA
+  has no double backward), and every product H v is one more backward through that retained
+  graph (Pearlmutter 1994). PyHessian also reuses the graph; the speed-up over it comes from
+  Lanczos needing far fewer products than deflated power iteration.
+- The L2 convention is L2 = (weight_decay / 2) * sum ||theta||^2 over the selected parameters,
+  so that grad L2 = weight_decay * theta (what weight decay adds to SGD's gradient) and the term
+  adds exactly weight_decay * I to the Hessian. It is applied analytically (H v + wd v), so the
+  shift of every eigenvalue is exact.
+- `hessian_spectrum` runs the whole recipe and returns a `HessianResult`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Literal
+
+import torch
+import torch.distributed as tdist
+import torch.nn.functional as F
+from torch import nn
+from torch.overrides import TorchFunctionMode
+
+from vitlens import distributed as dist
+from vitlens.analysis.linalg import Eigs, lanczos, power_iteration
+from vitlens.analysis.result import Provenance, Result
+from vitlens.analysis.streaming import provenance_for
+from vitlens.anatomy import Block, describe, explicit_attention, tapping, unwrap
+from vitlens.data.dataset import mix_seed
+from vitlens.errors import ConfigError, VitlensError
+
+L2_CONVENTION = (
+    "L2 = (weight_decay / 2) * sum of squared parameter norms over the selected parameters; "
+    "adds weight_decay * I to the Hessian"
+)
+Augment = Callable[[torch.Tensor, torch.Tensor, torch.Generator], tuple[torch.Tensor, torch.Tensor]]
+Criterion = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+def nll_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Mean NLL: cross-entropy against integer labels `(B,)` or soft targets `(B, K)`."""
+    if targets.is_floating_point() and targets.ndim == logits.ndim:
+        return -(targets.to(logits.dtype) * F.log_softmax(logits, dim=1)).sum(dim=1).mean()
+    return F.cross_entropy(logits, targets)
+
+
+# --------------------------------------------------------------------------- parameter selection
+
+
+@dataclass(frozen=True)
+class ParamSelection:
+    """Which parameters a Hessian is taken over; empty fields do not filter, filled ones AND.
+
+    Attributes:
+        kinds: Anatomy block kinds, e.g. ("msa",).
+        stages: Anatomy stage indices.
+        blocks: Block-name prefixes, e.g. ("block3",) or ("stage2.",).
+        prefixes: Parameter-name prefixes (as in `named_parameters`), e.g. ("blocks.0.attn",).
+    """
+
+    kinds: tuple[str, ...] = ()
+    stages: tuple[int, ...] = ()
+    blocks: tuple[str, ...] = ()
+    prefixes: tuple[str, ...] = ()
+
+    def describe(self) -> str:
+        parts = [
+            f"{name}={list(value)}"
+            for name, value in vars(self).items()
+            if value  # only the criteria that filter
+        ]
+        return "all" if not parts else " & ".join(parts)
+
+    @property
+    def needs_blocks(self) -> bool:
+        return bool(self.kinds or self.stages or self.blocks)
+
+
+def _tensors(obj: Any) -> Iterator[torch.Tensor]:
+    if isinstance(obj, torch.Tensor):
+        yield obj
+    elif isinstance(obj, list | tuple):
+        for item in obj:
+            yield from _tensors(item)
+    elif isinstance(obj, dict):
+        for item in obj.values():
+            yield from _tensors(item)
+
+
+def parameter_blocks(model: nn.Module, example: torch.Tensor) -> dict[str, Block]:
+    """Assign every parameter to the anatomy block in whose span it is first used.
+
+    One forward pass (no grad) on `example` records, in execution order, each parameter's first
+    use by any torch operation and each block's tap; a parameter belongs to the first block whose
+    tap fires after it is used. This works for any described model without knowing its module
+    names (in a ViT, norm1 and attention go to `msa`, norm2 and MLP to `mlp`, the final norm to
+    `head`). Parameters the forward never touches are left out.
+
+    Args:
+        model: A model `vitlens.anatomy.describe` knows.
+        example: An input batch (one image is enough).
+    """
+    model = unwrap(model)
+    blocks = describe(model)
+    names = {id(p): n for n, p in model.named_parameters()}
+    owner: dict[str, Block] = {}
+    current = [0]
+
+    class Watch(TorchFunctionMode):
+        def __torch_function__(self, func, types, args=(), kwargs=None):
+            kwargs = kwargs or {}
+            for t in _tensors((args, kwargs)):
+                name = names.get(id(t))
+                if name is not None and name not in owner:
+                    owner[name] = blocks[min(current[0], len(blocks) - 1)]
+            return func(*args, **kwargs)
+
+    order = {id(b): i for i, b in enumerate(blocks)}
+
+    def on_tap(block: Block, _t: torch.Tensor) -> None:
+        current[0] = max(current[0], order[id(block)] + 1)
+
+    with torch.no_grad(), tapping(blocks, on_tap), Watch():
+        model(example)
+    return owner
+
+
+def select_parameters(
+    model: nn.Module,
+    selection: ParamSelection | None = None,
+    example: torch.Tensor | None = None,
+) -> list[tuple[str, nn.Parameter]]:
+    """The trainable `(name, parameter)` pairs that `selection` picks, in `named_parameters` order.
+
+    Args:
+        model: The model.
+        selection: None for all trainable parameters.
+        example: An input batch; needed when selecting by block kind, stage or name.
+
+    Raises:
+        VitlensError: The selection picks nothing, or needs `example` and got none.
+    """
+    model = unwrap(model)
+    named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    if selection is None:
+        return named
+    owner: dict[str, Block] = {}
+    if selection.needs_blocks:
+        if example is None:
+            raise VitlensError("selecting parameters by block needs an example input batch")
+        owner = parameter_blocks(model, example[:1])
+
+    def keep(name: str) -> bool:
+        if selection.prefixes and not name.startswith(selection.prefixes):
+            return False
+        if not selection.needs_blocks:
+            return True
+        block = owner.get(name)
+        if block is None:
+            return False
+        return (
+            (not selection.kinds or block.kind in selection.kinds)
+            and (not selection.stages or block.stage in selection.stages)
+            and (not selection.blocks or block.name.startswith(selection.blocks))
+        )
+
+    chosen = [(n, p) for n, p in named if keep(n)]
+    if not chosen:
+        raise VitlensError(
+            f"parameter selection {selection.describe()} picks no trainable parameter; block "
+            f"kinds here: {sorted({b.kind for b in describe(model)})}"
+        )
+    return chosen
+
+
+# ------------------------------------------------------------------------------------ operator
+
+
+@contextlib.contextmanager
+def seeded_rng(seed: int | None, device: torch.device) -> Iterator[None]:
+    """Seed torch's global generators for the duration (dropout, drop-path), then restore them.
+
+    `None` leaves the global generators alone.
+    """
+    if seed is None:
+        yield
+        return
+    devices = [device] if device.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices):
+        torch.manual_seed(int(seed) % 2**63)
+        yield
+
+
+def save_buffers(model: nn.Module) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    return [(b, b.detach().clone()) for b in model.buffers()]
+
+
+def restore_buffers(saved: list[tuple[torch.Tensor, torch.Tensor]]) -> None:
+    """Put saved buffers back, writing only those that changed (a write bumps the version)."""
+    with torch.no_grad():
+        for b, value in saved:
+            if not torch.equal(b, value):
+                b.copy_(value)
+
+
+@contextlib.contextmanager
+def model_state(model: nn.Module, train_mode: bool, restore: bool = True) -> Iterator[None]:
+    """Set train/eval mode for the duration; restore every module's mode and (with `restore`)
+    every buffer, which keeps BatchNorm running statistics bit-exact when train mode updates them.
+    """
+    modes = [(m, m.training) for m in model.modules()]
+    saved = save_buffers(model)
+    model.train(train_mode)
+    try:
+        yield
+    finally:
+        if restore:
+            restore_buffers(saved)
+        for m, mode in modes:
+            m.training = mode
+
+
+class HessianOperator:
+    """The Hessian of a model's loss on one batch, as a symmetric linear operator on flat vectors.
+
+    The forward pass and first backward run once, in `__init__`; `matvec` reuses their graph.
+    Release it with `close()` (or use the operator as a context manager).
+
+    Attributes:
+        size: Number of selected parameter values.
+        dtype, device: Those of the parameters (all selected parameters must share them).
+        names: Names of the selected parameters, in vector order.
+        nll: NLL on the batch (float).
+        l2: The L2 term (weight_decay / 2) * sum ||theta||^2 (0.0 for objective "nll").
+        loss: nll + l2.
+        n_matvecs: Products computed so far.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        batch: tuple[torch.Tensor, torch.Tensor],
+        *,
+        objective: Literal["nll", "nll+l2"] = "nll",
+        weight_decay: float = 0.0,
+        params: ParamSelection | list[tuple[str, nn.Parameter]] | None = None,
+        train_mode: bool = False,
+        criterion: Criterion | None = None,
+        seed: int | None = None,
+    ) -> None:
+        """Run the forward and first backward on `batch`.
+
+        Args:
+            model: Any model; attention takes the explicit path automatically.
+            batch: (inputs, targets); targets are integer labels or soft (B, K) rows. Inputs are
+                cast to the parameters' dtype and device.
+            objective: "nll", or "nll+l2" which adds (weight_decay / 2) ||theta||^2.
+            weight_decay: The L2 coefficient (must be 0 for "nll").
+            params: A `ParamSelection`, explicit `(name, parameter)` pairs, or None for all.
+            train_mode: Evaluate in train mode (BatchNorm batch statistics, dropout drawn once
+                and then fixed for every product); buffers are restored afterwards.
+            criterion: Replaces the NLL, `criterion(outputs, targets) -> scalar` (for tests).
+            seed: Seeds the global generators during the forward pass (dropout in train mode);
+                None leaves them alone.
+        """
+        if objective not in ("nll", "nll+l2"):
+            raise ConfigError(f"objective must be 'nll' or 'nll+l2', got {objective!r}")
+        if objective == "nll" and weight_decay != 0.0:
+            raise ConfigError(
+                f"objective 'nll' ignores weight_decay={weight_decay}; use objective='nll+l2'"
+            )
+        model = unwrap(model)
+        x, targets = batch
+        first = next(model.parameters())
+        x = x.to(device=first.device, dtype=first.dtype if x.is_floating_point() else x.dtype)
+        targets = targets.to(first.device)
+        if params is None or isinstance(params, ParamSelection):
+            params = select_parameters(model, params, x)
+        self.names = [n for n, _ in params]
+        self.params = [p for _, p in params]
+        dtypes = {p.dtype for p in self.params}
+        if len(dtypes) != 1:
+            raise VitlensError(f"selected parameters mix dtypes {dtypes}; cast the model first")
+        self.dtype = self.params[0].dtype
+        self.device = self.params[0].device
+        self.size = sum(p.numel() for p in self.params)
+        self.weight_decay = float(weight_decay) if objective == "nll+l2" else 0.0
+        self.n_matvecs = 0
+        criterion = criterion or nll_loss
+        # Buffers go back only when the operator closes: writing them now would bump their
+        # version and invalidate the retained graph (BatchNorm saves its running statistics).
+        self._saved_buffers = save_buffers(model)
+        with (
+            model_state(model, train_mode, restore=False),
+            explicit_attention(model),
+            seeded_rng(seed, first.device),
+        ):
+            loss = criterion(model(x), targets)
+            grads = torch.autograd.grad(loss, self.params, create_graph=True)
+        # Only gradients that still depend on parameters carry second-order information.
+        self._live = [i for i, g in enumerate(grads) if g.requires_grad]
+        self._grads: tuple[torch.Tensor, ...] | None = grads
+        self.nll = loss.item()
+        sq = sum(p.detach().double().pow(2).sum() for p in self.params)
+        self.l2 = 0.5 * self.weight_decay * float(sq)
+        self.loss = self.nll + self.l2
+
+    def matvec(self, v: torch.Tensor) -> torch.Tensor:
+        """H v for a flat vector `v` (one backward through the retained graph)."""
+        if self._grads is None:
+            raise VitlensError("this HessianOperator was closed")
+        self.n_matvecs += 1
+        pieces = list(torch.split(v, [p.numel() for p in self.params]))
+        pieces = [piece.view_as(p) for piece, p in zip(pieces, self.params, strict=True)]
+        hv = [torch.zeros_like(p) for p in self.params]
+        if self._live:
+            out = torch.autograd.grad(
+                [self._grads[i] for i in self._live],
+                self.params,
+                grad_outputs=[pieces[i] for i in self._live],
+                retain_graph=True,
+                allow_unused=True,
+            )
+            hv = [h if h is not None else z for h, z in zip(out, hv, strict=True)]
+        flat = torch.cat([h.reshape(-1) for h in hv])
+        return flat + self.weight_decay * v if self.weight_decay else flat
+
+    def gradient(self) -> torch.Tensor:
+        """The flat gradient of the objective (NLL gradient + weight_decay * theta)."""
+        if self._grads is None:
+            raise VitlensError("this HessianOperator was closed")
+        g = torch.cat([g.detach().reshape(-1) for g in self._grads])
+        if self.weight_decay:
+            g = g + self.weight_decay * torch.cat([p.detach().reshape(-1) for p in self.params])
+        return g
+
+    def close(self) -> None:
+        """Free the retained graph and restore the model's buffers."""
+        self._grads = None
+        if self._saved_buffers is not None:
+            restore_buffers(self._saved_buffers)
+            self._saved_buffers = None
+
+    def __enter__(self) -> HessianOperator:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+# ------------------------------------------------------------------------- batches, ranks, bars
+
+
+def fixed_batches(
+    data: Iterable[tuple[torch.Tensor, torch.Tensor]],
+    *,
+    batch_size: int | None = None,
+    n_batches: int | None = None,
+    augment: Augment | None = None,
+    seed: int = 0,
+    skip: Callable[[int], bool] | None = None,
+) -> Iterator[tuple[int, torch.Tensor, torch.Tensor]]:
+    """Yield `(index, inputs, targets)` minibatches, each augmented from its own seeded generator.
+
+    Minibatch i is augmented with a generator seeded by mix_seed(seed, i), so every minibatch is
+    the same whatever the order, the number of ranks, or which other minibatches are skipped.
+
+    Args:
+        data: (inputs, labels) pairs of any size, e.g. a DataLoader without shuffling or a list.
+        batch_size: Re-chunk into minibatches of exactly this size (carrying the remainder over
+            to the next input batch); None keeps the input batches as they are.
+        n_batches: Stop after this many minibatches (None: all).
+        augment: `augment(x, y, generator) -> (x, soft_targets)`, e.g. `vitlens.data.BatchMixer`;
+            None keeps integer labels.
+        seed: Base seed.
+        skip: `skip(i)` True means yield nothing for minibatch i (its augmentation is not drawn).
+    """
+    if batch_size is not None and batch_size < 1:
+        raise ConfigError(f"batch_size must be positive, got {batch_size}")
+
+    def chunks() -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        if batch_size is None:
+            for x, y, *_ in data:
+                yield x, y
+            return
+        xs: list[torch.Tensor] = []
+        ys: list[torch.Tensor] = []
+        held = 0
+        for x, y, *_ in data:
+            xs.append(x)
+            ys.append(y)
+            held += x.shape[0]
+            if held < batch_size:
+                continue
+            bx, by = torch.cat(xs), torch.cat(ys)
+            n_full = held // batch_size * batch_size
+            for s in range(0, n_full, batch_size):
+                yield bx[s : s + batch_size], by[s : s + batch_size]
+            xs, ys, held = [bx[n_full:]], [by[n_full:]], held - n_full
+
+    for i, (x, y) in enumerate(chunks()):
+        if n_batches is not None and i >= n_batches:
+            return
+        if skip is not None and skip(i):
+            continue
+        if augment is not None:
+            gen = torch.Generator().manual_seed(mix_seed(seed, i) % 2**63)
+            x, y = augment(x.float() if not x.is_floating_point() else x, y, gen)
+        yield i, x, y
+
+
+def all_gather_objects(obj: Any) -> list[Any]:
+    """Every rank's `obj`, in rank order ([obj] outside torchrun)."""
+    if not tdist.is_initialized():
+        return [obj]
+    out: list[Any] = [None] * dist.world()
+    tdist.all_gather_object(out, obj)
+    return out
+
+
+@contextlib.contextmanager
+def progress_bar(description: str, total: int | None, enabled: bool) -> Iterator[Callable]:
+    """A rich progress bar with rate and ETA (main rank only); yields `advance(n=1)`."""
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TaskProgressColumn,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
+    bar = Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TaskProgressColumn(show_speed=True),
+        TimeElapsedColumn(),
+        TextColumn("ETA"),
+        TimeRemainingColumn(),
+        disable=not (enabled and dist.is_main()),
+    )
+    with bar:
+        task = bar.add_task(description, total=total)
+        yield lambda n=1: bar.advance(task, n)
+
+
+# ---------------------------------------------------------------------------------- spectrum
+
+
+def nep_ape(values: Iterable[float]) -> tuple[float, float]:
+    """NEP (fraction of negative values) and APE (mean of the positive ones) of a pooled list."""
+    vals = [float(v) for v in values]
+    if not vals:
+        return float("nan"), float("nan")
+    pos = [v for v in vals if v > 0]
+    nep = sum(v < 0 for v in vals) / len(vals)
+    ape = sum(pos) / len(pos) if pos else float("nan")
+    return nep, ape
+
+
+@dataclass(frozen=True)
+class HessianResult(Result):
+    """Top-k Hessian eigenvalues of many minibatches (paper Figs. 1c, 4).
+
+    Attributes:
+        eigenvalues: Per minibatch, its k eigenvalues (order: see `which`).
+        batch_index: The minibatch index of each row (rows are sorted by it).
+        loss: Objective (NLL + L2) per minibatch.
+        nll: NLL per minibatch.
+        n_matvecs: Hessian-vector products spent per minibatch.
+        converged: Whether each minibatch met the tolerance.
+        nep: Negative-eigenvalue proportion of the pooled values.
+        ape: Average positive eigenvalue of the pooled values.
+        k, batch_size, which, method, tol, max_iter: The eigenvalue settings. `which` is
+            "magnitude" for the paper's (PyHessian) semantics: the k largest |lambda|.
+        objective, weight_decay, l2_convention: The loss (see `L2_CONVENTION`).
+        augment: repr of the augmentation ("none" for clean data with integer labels).
+        train_mode: Whether the model ran in train mode.
+        params: The parameter selection; n_params its size.
+        seed: Base seed of augmentation and start vectors.
+        world: Number of ranks that shared the minibatches.
+    """
+
+    analysis: ClassVar[str] = "hessian"
+
+    eigenvalues: list[list[float]] = field(default_factory=list)
+    batch_index: list[int] = field(default_factory=list)
+    loss: list[float] = field(default_factory=list)
+    nll: list[float] = field(default_factory=list)
+    n_matvecs: list[int] = field(default_factory=list)
+    converged: list[bool] = field(default_factory=list)
+    nep: float = 0.0
+    ape: float = 0.0
+    k: int = 5
+    batch_size: int = 16
+    which: str = "magnitude"
+    method: str = "lanczos"
+    tol: float = 1e-3
+    max_iter: int = 100
+    objective: str = "nll+l2"
+    weight_decay: float = 0.0
+    l2_convention: str = L2_CONVENTION
+    augment: str = "none"
+    train_mode: bool = False
+    params: str = "all"
+    n_params: int = 0
+    seed: int = 0
+    world: int = 1
+
+    def pooled(self) -> list[float]:
+        """Every eigenvalue of every minibatch in one list (what the density is drawn from)."""
+        return [v for row in self.eigenvalues for v in row]
+
+
+def top_eigenvalues(
+    op: HessianOperator,
+    k: int,
+    *,
+    which: str = "magnitude",
+    method: Literal["lanczos", "power"] = "lanczos",
+    tol: float = 1e-3,
+    max_iter: int = 100,
+    seed: int = 0,
+) -> Eigs:
+    """Top-k eigenvalues of an operator by Lanczos or (PyHessian's) deflated power iteration.
+
+    `max_iter` counts Lanczos steps in total, but iterations per eigenvalue for power iteration.
+    """
+    if method == "lanczos":
+        return lanczos(op, k, which=which, tol=tol, max_iter=max_iter, seed=seed)
+    if method == "power":
+        if which != "magnitude":
+            raise ConfigError("power iteration finds the largest |lambda|; use which='magnitude'")
+        return power_iteration(op, k, tol=tol, max_iter=max_iter, seed=seed)
+    raise ConfigError(f"method must be 'lanczos' or 'power', got {method!r}")
+
+
+def hessian_spectrum(
+    model: nn.Module,
+    data: Iterable[tuple[torch.Tensor, torch.Tensor]],
+    *,
+    weight_decay: float,
+    k: int = 5,
+    batch_size: int = 16,
+    n_batches: int | None = None,
+    objective: Literal["nll", "nll+l2"] = "nll+l2",
+    augment: Augment | None = None,
+    which: Literal["largest", "smallest", "both", "magnitude"] = "magnitude",
+    method: Literal["lanczos", "power"] = "lanczos",
+    tol: float = 1e-3,
+    max_iter: int = 100,
+    params: ParamSelection | None = None,
+    train_mode: bool = False,
+    seed: int = 0,
+    progress: bool = False,
+    provenance: Provenance | None = None,
+) -> HessianResult:
+    """The paper's Hessian max-eigenvalue spectrum: top-k eigenvalues of each minibatch, pooled.
+
+    Under torchrun, minibatch i goes to rank i % world and the rows are gathered on every rank;
+    augmentation and start vectors are seeded per minibatch, so the result does not depend on
+    the number of ranks.
+
+    Args:
+        model: The model (on its device; left unchanged).
+        data: (images, labels) batches, re-chunked to `batch_size` (see `fixed_batches`).
+        weight_decay: L2 coefficient (the training weight decay; 0.05 in the paper's ViT runs).
+        k: Eigenvalues per minibatch (paper: 5).
+        batch_size: Minibatch size (paper: 16).
+        n_batches: Number of minibatches (None: all the data gives).
+        objective: "nll+l2" (paper) or "nll".
+        augment: The training augmentation, e.g. `vitlens.data.BatchMixer(K)`; None: clean data.
+        which: Which eigenvalues; "magnitude" reproduces the paper's power-iteration semantics.
+        method: "lanczos" (fast) or "power" (PyHessian's algorithm).
+        tol: Convergence tolerance (relative residual for Lanczos, relative change for power).
+        max_iter: Lanczos steps in total, or power iterations per eigenvalue.
+        params: Parameter subset (None: all).
+        train_mode: Run the model in train mode.
+        seed: Base seed.
+        progress: Show a progress bar with ETA.
+        provenance: What to record about model and data; wall time and device are filled in.
+    """
+    started = time.perf_counter()
+    base = unwrap(model)
+    rank, world = dist.rank(), dist.world()
+    rows = []
+    n_params = 0
+    chosen: list[tuple[str, nn.Parameter]] | None = None  # the selection, resolved once
+    total = n_batches // world + (rank < n_batches % world) if n_batches else None
+    with progress_bar("hessian", total, progress) as advance:
+        for i, x, t in fixed_batches(
+            data,
+            batch_size=batch_size,
+            n_batches=n_batches,
+            augment=augment,
+            seed=seed,
+            skip=lambda i: i % world != rank,
+        ):
+            with HessianOperator(
+                base,
+                (x, t),
+                objective=objective,
+                weight_decay=weight_decay,
+                params=chosen if chosen is not None else params,
+                train_mode=train_mode,
+                seed=mix_seed(seed, i, 2) if train_mode else None,
+            ) as op:
+                chosen = list(zip(op.names, op.params, strict=True))
+                eigs = top_eigenvalues(
+                    op,
+                    k,
+                    which=which,
+                    method=method,
+                    tol=tol,
+                    max_iter=max_iter,
+                    seed=mix_seed(seed, i, 1),
+                )
+                n_params = op.size
+                rows.append(
+                    (i, eigs.eigenvalues.tolist(), op.loss, op.nll, eigs.n_matvecs, eigs.converged)
+                )
+            advance()
+    rows = sorted(r for part in all_gather_objects(rows) for r in part)
+    n_params = max(all_gather_objects(n_params))
+    if not rows:
+        raise VitlensError("no minibatches to analyse: the data gave fewer than one batch")
+    nep, ape = nep_ape(v for r in rows for v in r[1])
+    device = next(base.parameters()).device
+    return HessianResult(
+        provenance=provenance_for(provenance, base, device, started),
+        eigenvalues=[r[1] for r in rows],
+        batch_index=[r[0] for r in rows],
+        loss=[r[2] for r in rows],
+        nll=[r[3] for r in rows],
+        n_matvecs=[r[4] for r in rows],
+        converged=[r[5] for r in rows],
+        nep=nep,
+        ape=ape,
+        k=k,
+        batch_size=batch_size,
+        which=which,
+        method=method,
+        tol=tol,
+        max_iter=max_iter,
+        objective=objective,
+        weight_decay=float(weight_decay) if objective == "nll+l2" else 0.0,
+        augment=repr(augment) if augment is not None else "none",
+        train_mode=train_mode,
+        params=params.describe() if params is not None else "all",
+        n_params=n_params,
+        seed=seed,
+        world=world,
+    )

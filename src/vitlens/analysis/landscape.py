@@ -1,0 +1,431 @@
+"""Loss landscapes along random filter-normalized directions (paper Fig. 1a; notes §1.6).
+
+The loss is evaluated at theta* + x d1 (1-D) or theta* + x d1 + y d2 (2-D) on a grid of (x, y),
+with d1, d2 Gaussian directions rescaled by *filter normalization* (Li et al. 2018, "Visualizing
+the Loss Landscape of Neural Nets"): each output filter d[i] (a slice along dim 0) gets the norm of
+the same filter of the weights, ||d[i]|| = ||theta[i]||. The authors' code (official_repo.md §4.3)
+instead normalizes along dim 0 (each input column across output filters); `normalization=
+"filter_dim0"` reproduces it. As there, directions are zero on 1-D parameters (biases, norm
+affines) and on position embeddings / relative-position tables.
+
+Objective: NLL + weight_decay * L2 on a FIXED, seeded set of (augmented) batches: each batch is
+drawn once, with its own seeded generator, and reused at every grid point, so the surface is not
+noisy the way the authors' re-sampled augmentation is. Two L2 conventions, recorded in the result:
+"authors" L2 = sum over parameter tensors of ||theta||_2 (unsquared), "half_squared"
+L2 = 1/2 sum ||theta||^2 (the Hessian module's convention).
+
+Loop order: by default the data loop is OUTSIDE the grid loop ("data_outer"): each batch is
+built (augmented, moved to the device) once and evaluated at every grid point before the next,
+so memory holds one batch, not the whole fixed set. The price is one parameter update per
+(batch, point) instead of per point: three element-wise passes over the perturbed parameters,
+small next to a forward pass (benchmarks/landscape_bench.py measures it). "grid_outer" holds
+every batch on the device and updates the parameters once per point.
+
+Grid points are visited by perturbing the parameters IN PLACE from saved originals
+(theta <- theta* + x d1 + y d2, never accumulated, so no drift), with no model copies, and the
+originals are copied back bit-exactly at the end, also on error. Points can be split across
+torchrun ranks (point i to rank i % world). Grid order is row by row, y outer, x fastest.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import ClassVar, Literal
+
+import numpy as np
+import torch
+from torch import nn
+
+from vitlens import distributed as dist
+from vitlens.analysis.hessian import (
+    Augment,
+    Criterion,
+    all_gather_objects,
+    fixed_batches,
+    model_state,
+    nll_loss,
+    progress_bar,
+    seeded_rng,
+)
+from vitlens.analysis.result import Provenance, Result
+from vitlens.analysis.streaming import provenance_for
+from vitlens.anatomy import unwrap
+from vitlens.data.dataset import mix_seed
+from vitlens.errors import ConfigError, VitlensError
+
+Normalization = Literal["filter", "filter_dim0", "none"]
+DEFAULT_EXCLUDE = ("pos_embed", "relative_position")
+L2_CONVENTIONS = {
+    "authors": "L2 = sum over parameter tensors of ||theta||_2 (unsquared); loss = NLL + wd * L2",
+    "half_squared": "L2 = 1/2 sum over parameters of theta^2; loss = NLL + wd * L2",
+}
+
+
+# ------------------------------------------------------------------------------------ directions
+
+
+def normalize_direction(
+    direction: torch.Tensor, weight: torch.Tensor, normalization: Normalization = "filter"
+) -> torch.Tensor:
+    """Rescale a random direction tensor to the scale of its weight tensor.
+
+    Args:
+        direction: Random tensor shaped like `weight`.
+        weight: The trained weight.
+        normalization: "filter": each output filter direction[i] gets norm ||weight[i]||
+            (Li et al. 2018); "filter_dim0": the authors' variant,
+            d * ||w||_dim0 / (||d||_dim0 + 1e-7) with norms over dim 0 (keepdim); "none".
+
+    Returns:
+        A new tensor.
+    """
+    if normalization == "none":
+        return direction.clone()
+    if normalization == "filter_dim0":
+        return (
+            direction
+            * weight.norm(dim=0, keepdim=True)
+            / (direction.norm(dim=0, keepdim=True) + 1e-7)
+        )
+    if normalization == "filter":
+        d = direction.reshape(direction.shape[0], -1)  # (out, rest)
+        w = weight.reshape(weight.shape[0], -1)
+        scale = w.norm(dim=1, keepdim=True) / (d.norm(dim=1, keepdim=True) + 1e-10)
+        return (d * scale).reshape(direction.shape)
+    raise ConfigError(
+        f"normalization must be 'filter', 'filter_dim0' or 'none', not {normalization}"
+    )
+
+
+def excluded_parameter(
+    name: str, p: torch.Tensor, exclude_1d: bool, exclude: Sequence[str]
+) -> bool:
+    """Whether a direction is zero on this parameter (1-D tensors; names matching a pattern)."""
+    return (exclude_1d and p.ndim < 2) or any(re.search(pat, name) for pat in exclude)
+
+
+def random_direction(
+    model: nn.Module,
+    *,
+    seed: int,
+    normalization: Normalization = "filter",
+    exclude_1d: bool = True,
+    exclude: Sequence[str] = DEFAULT_EXCLUDE,
+) -> dict[str, torch.Tensor]:
+    """A seeded Gaussian direction over the model's parameters, normalized per `normalization`.
+
+    Draws happen on the CPU in `named_parameters` order (one tensor per parameter, excluded
+    ones included so that exclusion does not shift the others), so the same seed gives the same
+    direction on every device.
+
+    Args:
+        model: The model at the centre point theta*.
+        seed: Seed of the draw.
+        normalization: See `normalize_direction`.
+        exclude_1d: Zero the direction on parameters with fewer than 2 dims.
+        exclude: Regex patterns of parameter names to zero (default: position embeddings).
+
+    Returns:
+        name -> direction tensor, on the parameter's device and dtype; only nonzero entries.
+    """
+    gen = torch.Generator(device="cpu").manual_seed(int(seed) % 2**63)
+    out = {}
+    for name, p in unwrap(model).named_parameters():
+        d = torch.randn(p.shape, generator=gen, dtype=torch.float64)
+        if excluded_parameter(name, p, exclude_1d, exclude):
+            continue
+        w = p.detach().to("cpu", torch.float64)
+        out[name] = normalize_direction(d, w, normalization).to(p.device, p.dtype)
+    return out
+
+
+# ---------------------------------------------------------------------------------------- result
+
+
+@dataclass(frozen=True)
+class LandscapeResult(Result):
+    """A 1-D or 2-D loss surface around trained weights.
+
+    Grids are nested lists, rows indexed by y and columns by x (a single row for 1-D).
+
+    Attributes:
+        dims: 1 or 2.
+        xs: Coordinates along d1.
+        ys: Coordinates along d2 ([] for 1-D).
+        loss: NLL + weight_decay * L2 at each point.
+        nll: Mean NLL over the fixed batches.
+        l2: The L2 quantity of `l2_convention` (before multiplying by weight_decay).
+        acc: Top-1 accuracy (against the argmax of soft targets); NaN for one-output models.
+        weight_decay, l2, l2_convention: The objective.
+        normalization, exclude_1d, exclude: The direction settings; excluded: parameter names
+            with zero direction; n_perturbed: number of values that move.
+        direction_seeds: Seeds of d1 (and d2); empty if directions were given by the caller.
+        seed: Base seed of the fixed batches; n_batches, n_samples: how much data per point.
+        augment: repr of the augmentation ("none": clean data, integer labels).
+        train_mode: Whether the model ran in train mode; order: the loop order used.
+    """
+
+    analysis: ClassVar[str] = "landscape"
+
+    dims: int = 2
+    xs: list[float] = field(default_factory=list)
+    ys: list[float] = field(default_factory=list)
+    loss: list[list[float]] = field(default_factory=list)
+    nll: list[list[float]] = field(default_factory=list)
+    l2: list[list[float]] = field(default_factory=list)
+    acc: list[list[float]] = field(default_factory=list)
+    weight_decay: float = 0.0
+    l2_convention: str = "authors"
+    l2_definition: str = L2_CONVENTIONS["authors"]
+    normalization: str = "filter"
+    exclude_1d: bool = True
+    exclude: list[str] = field(default_factory=lambda: list(DEFAULT_EXCLUDE))
+    excluded: list[str] = field(default_factory=list)
+    n_perturbed: int = 0
+    direction_seeds: list[int] = field(default_factory=list)
+    seed: int = 0
+    n_batches: int = 0
+    n_samples: int = 0
+    augment: str = "none"
+    train_mode: bool = False
+    order: str = "data_outer"
+
+    def grid(self, quantity: str = "loss") -> np.ndarray:
+        """A quantity as an array (len(ys) or 1, len(xs))."""
+        return np.asarray(getattr(self, quantity), dtype=float)
+
+
+# ------------------------------------------------------------------------------------ evaluation
+
+
+class _Perturber:
+    """Moves the perturbed parameters to theta* + x d1 + y d2 in place; restores bit-exactly."""
+
+    def __init__(self, model: nn.Module, directions: Sequence[dict[str, torch.Tensor]]):
+        named = dict(model.named_parameters())
+        unknown = sorted(set().union(*directions) - set(named))
+        if unknown:
+            raise ConfigError(f"directions name parameters the model does not have: {unknown[:5]}")
+        names = sorted(set().union(*directions), key=list(named).index)
+        self.params = [named[n] for n in names]
+        self.origin = [p.detach().clone() for p in self.params]
+        # Zero-filled where a direction skips a parameter the other one moves.
+        self.dirs = [
+            [d[n] if n in d else torch.zeros_like(named[n]) for n in names] for d in directions
+        ]
+        moved = {id(p) for p in self.params}
+        still = [p for p in model.parameters() if id(p) not in moved]
+        self._l2_still = {c: _l2(still, c) for c in L2_CONVENTIONS}  # unperturbed: constant
+
+    @torch.no_grad()
+    def move(self, coords: Sequence[float]) -> None:
+        # Always from the saved origin, never by increments: no drift from rounding.
+        torch._foreach_copy_(self.params, self.origin)
+        for c, d in zip(coords, self.dirs, strict=True):
+            if c != 0.0:
+                torch._foreach_add_(self.params, d, alpha=c)
+
+    @torch.no_grad()
+    def restore(self) -> None:
+        for p, o in zip(self.params, self.origin, strict=True):
+            p.copy_(o)
+
+    def l2(self, convention: str) -> float:
+        """L2 of all parameters at the current point (only the perturbed ones are recomputed)."""
+        return self._l2_still[convention] + _l2(self.params, convention)
+
+
+@torch.no_grad()
+def _l2(params: Sequence[torch.Tensor], convention: str) -> float:
+    if not params:
+        return 0.0
+    if convention == "authors":  # sum of per-tensor Frobenius norms, unsquared
+        return torch.stack([p.detach().double().norm() for p in params]).sum().item()
+    return 0.5 * torch.stack([p.detach().double().pow(2).sum() for p in params]).sum().item()
+
+
+def _batch_sums(
+    model: nn.Module, x: torch.Tensor, t: torch.Tensor, criterion: Criterion, seed: int | None
+) -> tuple[float, float, int]:
+    with seeded_rng(seed, x.device):
+        logits = model(x)
+    nll = criterion(logits, t).item() * x.shape[0]
+    if logits.ndim == 2 and logits.shape[1] > 1:
+        labels = t.argmax(dim=1) if t.is_floating_point() and t.ndim == 2 else t
+        correct = (logits.argmax(dim=1) == labels).sum().item()
+    else:
+        correct = math.nan
+    return nll, correct, x.shape[0]
+
+
+def loss_landscape(
+    model: nn.Module,
+    data: Iterable[tuple[torch.Tensor, torch.Tensor]],
+    *,
+    dims: Literal[1, 2] = 2,
+    steps: int = 21,
+    span: float = 1.0,
+    directions: Sequence[dict[str, torch.Tensor]] | None = None,
+    normalization: Normalization = "filter",
+    exclude_1d: bool = True,
+    exclude: Sequence[str] = DEFAULT_EXCLUDE,
+    weight_decay: float = 0.0,
+    l2: Literal["authors", "half_squared"] = "authors",
+    augment: Augment | None = None,
+    n_batches: int | None = None,
+    batch_size: int | None = None,
+    train_mode: bool = False,
+    order: Literal["data_outer", "grid_outer"] = "data_outer",
+    criterion: Criterion | None = None,
+    seed: int = 0,
+    progress: bool = False,
+    provenance: Provenance | None = None,
+) -> LandscapeResult:
+    """Evaluate the loss on a `steps` (x `steps`) grid over [-span, span] around the weights.
+
+    Args:
+        model: The trained model (on its device). Its parameters are perturbed in place and
+            restored bit-exactly before returning.
+        data: (images, labels) batches, e.g. a non-shuffled DataLoader or a list.
+        dims: 1 or 2 directions.
+        steps: Points per axis (paper: 21).
+        span: Coordinates run over linspace(-span, span, steps).
+        directions: Ready-made directions (name -> tensor dicts); None draws seeded ones.
+        normalization, exclude_1d, exclude: Direction settings (see `random_direction`).
+        weight_decay: L2 coefficient (paper: 0.05).
+        l2: "authors" (sum of unsquared norms, official repo) or "half_squared".
+        augment: Training augmentation applied once per fixed batch (e.g. `BatchMixer`).
+        n_batches: How many fixed batches (None: all the data gives).
+        batch_size: Re-chunk to this size (None: keep the data's batches).
+        train_mode: Run the model in train mode (buffers are restored afterwards; dropout is
+            seeded per batch and point).
+        order: "data_outer" (default, see module docstring) or "grid_outer".
+        criterion: Replaces the NLL, `criterion(outputs, targets) -> mean loss`.
+        seed: Base seed: batches use mix_seed(seed, i), directions seed + 1 and seed + 2.
+        progress: Show a progress bar with ETA.
+        provenance: What to record about model and data; wall time and device are filled in.
+    """
+    started = time.perf_counter()
+    if dims not in (1, 2):
+        raise ConfigError(f"dims must be 1 or 2, got {dims}")
+    if l2 not in L2_CONVENTIONS:
+        raise ConfigError(f"l2 must be one of {list(L2_CONVENTIONS)}, got {l2!r}")
+    if order not in ("data_outer", "grid_outer"):
+        raise ConfigError(f"order must be 'data_outer' or 'grid_outer', got {order!r}")
+    if steps < 1:
+        raise ConfigError(f"steps must be positive, got {steps}")
+    model = unwrap(model)
+    criterion = criterion or nll_loss
+    seeds: list[int] = []
+    if directions is None:
+        seeds = [seed + 1 + i for i in range(dims)]
+        directions = [
+            random_direction(
+                model,
+                seed=s,
+                normalization=normalization,
+                exclude_1d=exclude_1d,
+                exclude=exclude,
+            )
+            for s in seeds
+        ]
+    if len(directions) != dims:
+        raise ConfigError(f"{dims}-D landscape needs {dims} directions, got {len(directions)}")
+
+    axis = torch.linspace(-span, span, steps, dtype=torch.float64).tolist()
+    xs, ys = axis, (axis if dims == 2 else [])
+    points = [(x, y) for y in ys for x in xs] if dims == 2 else [(x,) for x in xs]
+    rank, world = dist.rank(), dist.world()
+    mine = list(range(rank, len(points), world))
+    sums = np.zeros((len(mine), 3))  # nll sum, correct, count
+    l2s = np.zeros(len(mine))
+    first = next(model.parameters())
+    n_batches_seen = 0
+
+    def prepare(x: torch.Tensor, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        dtype = first.dtype if x.is_floating_point() else x.dtype
+        return x.to(first.device, dtype), t.to(first.device)
+
+    def forward_seed(batch: int, point: int) -> int | None:
+        # Train mode draws dropout masks: seed each (batch, point) so any loop order agrees.
+        return mix_seed(seed, batch, point, 3) if train_mode else None
+
+    batches = fixed_batches(
+        data, batch_size=batch_size, n_batches=n_batches, augment=augment, seed=seed
+    )
+    perturber = _Perturber(model, directions)
+    total = len(mine) * n_batches if (order == "data_outer" and n_batches) else None
+    if order == "grid_outer":
+        total = len(mine)
+    try:
+        with (
+            model_state(model, train_mode),
+            torch.no_grad(),
+            progress_bar("landscape", total, progress) as advance,
+        ):
+            if order == "data_outer":
+                for b, (_, x, t) in enumerate(batches):
+                    x, t = prepare(x, t)
+                    for j, i in enumerate(mine):
+                        perturber.move(points[i])
+                        if b == 0:
+                            l2s[j] = perturber.l2(l2)
+                        sums[j] += _batch_sums(model, x, t, criterion, forward_seed(b, i))
+                        advance()
+                    n_batches_seen += 1
+            else:
+                held = [prepare(x, t) for _, x, t in batches]
+                n_batches_seen = len(held)
+                for j, i in enumerate(mine):
+                    perturber.move(points[i])
+                    l2s[j] = perturber.l2(l2)
+                    for b, (x, t) in enumerate(held):
+                        sums[j] += _batch_sums(model, x, t, criterion, forward_seed(b, i))
+                    advance()
+    finally:
+        perturber.restore()
+    if n_batches_seen == 0:
+        raise VitlensError("no batches to evaluate: the data gave none")
+
+    rows = [(i, *sums[j].tolist(), l2s[j]) for j, i in enumerate(mine)]
+    rows = sorted(r for part in all_gather_objects(rows) for r in part)
+    nll = [r[1] / r[3] for r in rows]
+    acc = [r[2] / r[3] for r in rows]
+    l2v = [r[4] for r in rows]
+    loss = [a + weight_decay * b for a, b in zip(nll, l2v, strict=True)]
+    width = len(xs)
+
+    def grid(values: list[float]) -> list[list[float]]:
+        return [values[r : r + width] for r in range(0, len(values), width)]
+
+    named = dict(model.named_parameters())
+    moved = set().union(*directions)
+    return LandscapeResult(
+        provenance=provenance_for(provenance, model, first.device, started),
+        dims=dims,
+        xs=xs,
+        ys=ys,
+        loss=grid(loss),
+        nll=grid(nll),
+        l2=grid(l2v),
+        acc=grid(acc),
+        weight_decay=float(weight_decay),
+        l2_convention=l2,
+        l2_definition=L2_CONVENTIONS[l2],
+        normalization=normalization if seeds else "given",
+        exclude_1d=exclude_1d,
+        exclude=list(exclude),
+        excluded=[n for n in named if n not in moved],
+        n_perturbed=sum(named[n].numel() for n in moved),
+        direction_seeds=seeds,
+        seed=seed,
+        n_batches=n_batches_seen,
+        n_samples=int(rows[0][3]) if rows else 0,
+        augment=repr(augment) if augment is not None else "none",
+        train_mode=train_mode,
+        order=order,
+    )
