@@ -482,3 +482,22 @@ def test_figures_are_nonempty_pngs(tmp_path):
     ]
     for p in paths:
         assert p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and p.stat().st_size > 5000
+
+
+@pytest.mark.parametrize("train_mode", [False, True])
+def test_hessian_of_a_batchnorm_model_keeps_its_graph_and_buffers(train_mode):
+    # BatchNorm saves its running statistics in the graph: restoring buffers before the last
+    # Hessian-vector product would invalidate it; afterwards they must be back bit-exactly.
+    from vitlens.analysis.hessian import hessian_spectrum
+
+    torch.manual_seed(0)
+    model = create_model("resnet_nano", num_classes=4, image_size=16, in_chans=1).eval()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    x, y = torch.randn(16, 1, 16, 16), torch.randint(0, 4, (16,))
+    result = hessian_spectrum(
+        model, [(x, y)], weight_decay=0.05, k=2, batch_size=8, n_batches=2, train_mode=train_mode
+    )
+    assert len(result.eigenvalues) == 2 and all(len(e) == 2 for e in result.eigenvalues)
+    after = model.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)
+    assert not model.training
