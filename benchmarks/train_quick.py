@@ -60,7 +60,8 @@ def main() -> None:
     parser.add_argument("--models", default=",".join(NANO))
     parser.add_argument("--epochs", type=int, default=None, help="override the preset's epochs")
     parser.add_argument("--skip-full", action="store_true", help="only the throughput comparison")
-    parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "train_quick.json"))
+    default_out = Path(__file__).parent / "results" / "train_quick.json"
+    parser.add_argument("--out", default=str(default_out))
     args = parser.parse_args()
     results = {}
     for name in args.models.split(","):

@@ -1,4 +1,4 @@
-"""Training-step speed of vitlens models against timm and torchvision peers of the same architecture.
+"""Training-step speed of vitlens models against timm and torchvision peers of the same design.
 
 One step = forward, cross-entropy, backward, AdamW update, on a fixed random CIFAR-sized batch.
 Pairs run interleaved (ours, theirs, ours, theirs, ...) so that load on a noisy machine hits both

@@ -1,0 +1,492 @@
+"""Robustness to common corruptions: accuracy, NLL and ECE per corruption and severity.
+
+Park & Kim (ICLR 2022) report robustness as the mean accuracy over the 15 corruptions x 5
+severities of CIFAR-100-C (official_repo.md §4.4; issue #5 of the official repo). Hendrycks &
+Dietterich (ICLR 2019) also normalise errors by a baseline model's:
+
+    CE_c = sum_s E_{s,c} / sum_s E^base_{s,c},      mCE = mean_c CE_c
+    relative CE_c = sum_s (E_{s,c} - E_clean) / sum_s (E^base_{s,c} - E^base_clean)
+
+with E = 1 - accuracy (the published mCE uses AlexNet as the baseline and is quoted in percent).
+
+Input convention: `batches` yield `(images, labels)` with images **in [0, 1] (float) or uint8,
+before normalisation**. Each batch is corrupted with `vitlens.robustness.corrupt` and only then
+normalised with `normalize=(mean, std)` and fed to the model. The corruption of batch b by (c, s)
+is seeded with `mix_seed(seed, c, s, b)`, so results do not depend on the order of the work or on
+how it is split across torchrun ranks (each rank takes every world-th corruption; the metric sums
+are added across ranks).
+
+`corruption_robustness_from_files` evaluates the released CIFAR-10-C / CIFAR-100-C arrays instead.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import math
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import ClassVar
+
+import torch
+from torch import nn
+
+from vitlens import distributed as dist
+from vitlens.analysis.result import Provenance, Result
+from vitlens.analysis.streaming import (
+    Batch,
+    evaluating,
+    provenance_for,
+    resolve_device,
+    stream,
+)
+from vitlens.data.dataset import mix_seed
+from vitlens.errors import VitlensError
+from vitlens.robustness.cifar_c import check_cifar_c, cifar_c_batches
+from vitlens.robustness.corruptions import (
+    CORRUPTIONS,
+    SEVERITIES,
+    check_corruptions,
+    corrupt,
+)
+from vitlens.robustness.params import ParamSet, resolve_params
+from vitlens.train.metrics import MetricSums
+
+Normalization = tuple[Sequence[float], Sequence[float]]
+
+
+@dataclass(frozen=True)
+class CorruptionResult(Result):
+    """Metrics of one model on corrupted data.
+
+    Attributes:
+        source: "generated" (on-the-fly corruptions) or "files" (released CIFAR-C arrays).
+        params: the parameter table, "cifar" or "imagenet" ("cifar" for the released files).
+        corruptions: names, in evaluation order.
+        severities: severities, in order.
+        image_size: (H, W) of the images.
+        seed: seed of the corruptions.
+        normalize_mean, normalize_std: the normalisation applied after corrupting ([] for none).
+        n_images: images per (corruption, severity).
+        clean_accuracy, clean_nll, clean_ece: on the uncorrupted images (None when not measured).
+        accuracy, nll, ece: corruption -> one value per severity.
+        mean_accuracy: mean over every corruption and severity (the paper's robustness).
+        mean_nll, mean_ece: likewise.
+        accuracy_by_severity: mean over corruptions, per severity.
+        accuracy_by_corruption: mean over severities, per corruption.
+        baseline: name of the model the corruption errors are relative to ("" for none).
+        corruption_error, relative_corruption_error: CE_c and relative CE_c (fractions; 1.0 is
+            the baseline's level), per corruption both results share.
+        mce, relative_mce: their means over corruptions (None without a baseline).
+    """
+
+    analysis: ClassVar[str] = "corruptions"
+    schema: ClassVar[int] = 1
+
+    source: str = "generated"
+    params: str = "cifar"
+    corruptions: list[str] = field(default_factory=list)
+    severities: list[int] = field(default_factory=list)
+    image_size: list[int] = field(default_factory=list)
+    seed: int = 0
+    normalize_mean: list[float] = field(default_factory=list)
+    normalize_std: list[float] = field(default_factory=list)
+    n_images: int = 0
+    clean_accuracy: float | None = None
+    clean_nll: float | None = None
+    clean_ece: float | None = None
+    accuracy: dict[str, list[float]] = field(default_factory=dict)
+    nll: dict[str, list[float]] = field(default_factory=dict)
+    ece: dict[str, list[float]] = field(default_factory=dict)
+    mean_accuracy: float = 0.0
+    mean_nll: float = 0.0
+    mean_ece: float = 0.0
+    accuracy_by_severity: list[float] = field(default_factory=list)
+    accuracy_by_corruption: dict[str, float] = field(default_factory=dict)
+    baseline: str = ""
+    corruption_error: dict[str, float] = field(default_factory=dict)
+    relative_corruption_error: dict[str, float] = field(default_factory=dict)
+    mce: float | None = None
+    relative_mce: float | None = None
+
+    def with_baseline(self, baseline: CorruptionResult) -> CorruptionResult:
+        """This result with CE, relative CE, mCE and relative mCE against `baseline`."""
+        return dataclasses.replace(self, **corruption_errors(self, baseline))
+
+
+def _ratio(num: float, den: float) -> float:
+    # A baseline without errors: as good as it when we have none either, infinitely worse if not.
+    if den > 0:
+        return num / den
+    return 1.0 if num <= 0 else math.inf
+
+
+def corruption_errors(result: CorruptionResult, baseline: CorruptionResult) -> dict:
+    """Hendrycks & Dietterich's CE_c, relative CE_c, mCE and relative mCE of `result`.
+
+    Uses the corruptions and severities both results hold. Relative errors need both clean
+    accuracies; they are left empty (None) otherwise.
+
+    Returns:
+        Field values for `CorruptionResult`: baseline, corruption_error,
+        relative_corruption_error, mce, relative_mce.
+
+    Raises:
+        VitlensError: the results share no corruption or no severity.
+    """
+    names = [c for c in result.corruptions if c in baseline.accuracy]
+    sevs = [s for s in result.severities if s in baseline.severities]
+    if not names or not sevs:
+        raise VitlensError(
+            f"the baseline ({baseline.provenance.model or 'unnamed'}) shares no corruption and "
+            "severity with this result; evaluate it on the same corruptions"
+        )
+    ours = {s: result.severities.index(s) for s in sevs}
+    theirs = {s: baseline.severities.index(s) for s in sevs}
+    ce, rel = {}, {}
+    have_clean = result.clean_accuracy is not None and baseline.clean_accuracy is not None
+    for c in names:
+        err = [1 - result.accuracy[c][ours[s]] for s in sevs]
+        base = [1 - baseline.accuracy[c][theirs[s]] for s in sevs]
+        ce[c] = _ratio(sum(err), sum(base))
+        if have_clean:
+            e0, b0 = 1 - result.clean_accuracy, 1 - baseline.clean_accuracy
+            rel[c] = _ratio(sum(e - e0 for e in err), sum(b - b0 for b in base))
+    return {
+        "baseline": baseline.provenance.model or "baseline",
+        "corruption_error": ce,
+        "relative_corruption_error": rel,
+        "mce": sum(ce.values()) / len(ce),
+        "relative_mce": sum(rel.values()) / len(rel) if rel else None,
+    }
+
+
+# -- shared machinery --------------------------------------------------------------------------
+
+
+def normalizer(
+    normalize: Normalization | None, device: torch.device
+) -> tuple[Callable[[torch.Tensor], torch.Tensor], list[float], list[float]]:
+    """`(x - mean) / std` per channel (identity for None), and mean and std as lists."""
+    if normalize is None:
+        return (lambda x: x), [], []
+    mean, std = ([float(v) for v in t] for t in normalize)
+    if len(mean) != len(std) or not mean or any(s <= 0 for s in std):
+        raise VitlensError(
+            f"normalize must be (mean, std) with one positive std per channel, got {normalize}"
+        )
+    m = torch.tensor(mean, device=device).view(1, -1, 1, 1)
+    s = torch.tensor(std, device=device).view(1, -1, 1, 1)
+    return (lambda x: (x - m) / s), mean, std
+
+
+def as_unit_float(images: torch.Tensor) -> torch.Tensor:
+    """uint8 -> float32 / 255; float images are checked to lie in [0, 1] (before normalisation)."""
+    if images.dtype == torch.uint8:
+        return images.float() / 255
+    if not images.is_floating_point():
+        raise VitlensError(f"images must be uint8 or float in [0, 1], got {images.dtype}")
+    if images.numel() and (images.min() < -1e-6 or images.max() > 1 + 1e-6):
+        raise VitlensError(
+            "robustness analyses take images in [0, 1] before normalisation (pass the dataset's "
+            "mean and std as normalize=); got values in "
+            f"[{images.min().item():.3g}, {images.max().item():.3g}]"
+        )
+    return images.float()
+
+
+@contextlib.contextmanager
+def work_bar(description: str, total: int | None, enabled: bool) -> Iterator[Callable[[], None]]:
+    """A rich progress bar (rate and ETA) on the main rank; yields `advance()`."""
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TaskProgressColumn,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
+    bar = Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TaskProgressColumn(show_speed=True),
+        TimeElapsedColumn(),
+        TextColumn("ETA"),
+        TimeRemainingColumn(),
+        disable=not (enabled and dist.is_main()),
+    )
+    with bar:
+        task = bar.add_task(description, total=total)
+        yield lambda: bar.advance(task)
+
+
+def reduce_sums(sums: Sequence[MetricSums]) -> None:
+    """Add every MetricSums across torchrun ranks, in place (no-op outside torchrun)."""
+    if not sums:
+        return
+    flat = dist.all_reduce_sum(torch.stack([s.as_tensor() for s in sums]))
+    for s, t in zip(sums, flat, strict=True):
+        s.load_tensor(t)
+
+
+def batch_count(batches: Iterable, max_batches: int | None) -> int | None:
+    """How many batches will be used, if `batches` has a length (for the progress bar)."""
+    try:
+        n = len(batches)  # type: ignore[arg-type]
+    except TypeError:
+        return max_batches
+    return n if max_batches is None else min(n, max_batches)
+
+
+def _result(
+    *,
+    clean: MetricSums | None,
+    sums: dict[tuple[str, int], MetricSums],
+    corruptions: list[str],
+    severities: list[int],
+    baseline: CorruptionResult | None,
+    **fields,
+) -> CorruptionResult:
+    rows = {k: s.result() for k, s in sums.items()}
+    acc = {c: [rows[c, s]["acc"] for s in severities] for c in corruptions}
+    nll = {c: [rows[c, s]["nll"] for s in severities] for c in corruptions}
+    ece = {c: [rows[c, s]["ece"] for s in severities] for c in corruptions}
+    cells = len(corruptions) * len(severities)
+    c0 = clean.result() if clean is not None else None
+    result = CorruptionResult(
+        corruptions=corruptions,
+        severities=severities,
+        n_images=rows[corruptions[0], severities[0]]["samples"],
+        clean_accuracy=c0["acc"] if c0 else None,
+        clean_nll=c0["nll"] if c0 else None,
+        clean_ece=c0["ece"] if c0 else None,
+        accuracy=acc,
+        nll=nll,
+        ece=ece,
+        mean_accuracy=sum(map(sum, acc.values())) / cells,
+        mean_nll=sum(map(sum, nll.values())) / cells,
+        mean_ece=sum(map(sum, ece.values())) / cells,
+        accuracy_by_severity=[
+            sum(acc[c][i] for c in corruptions) / len(corruptions) for i in range(len(severities))
+        ],
+        accuracy_by_corruption={c: sum(v) / len(v) for c, v in acc.items()},
+        **fields,
+    )
+    return result.with_baseline(baseline) if baseline is not None else result
+
+
+def _check_common(corruptions: Sequence[str], severities: Sequence[int]) -> None:
+    if not corruptions:
+        raise VitlensError("no corruptions to evaluate")
+    bad = [s for s in severities if s not in SEVERITIES]
+    if bad or not severities:
+        raise VitlensError(f"severities must be among 1..5, got {list(severities)}")
+
+
+# -- on-the-fly corruptions --------------------------------------------------------------------
+
+
+def corruption_robustness(
+    model: nn.Module,
+    batches: Iterable[Batch],
+    *,
+    corruptions: Sequence[str] = CORRUPTIONS,
+    severities: Sequence[int] = SEVERITIES,
+    normalize: Normalization | None = None,
+    params: ParamSet = "auto",
+    seed: int = 0,
+    baseline: CorruptionResult | None = None,
+    max_batches: int | None = None,
+    device: str | torch.device = "cpu",
+    progress: bool = False,
+    provenance: Provenance | None = None,
+) -> CorruptionResult:
+    """Accuracy, NLL and ECE of `model` under each corruption and severity, generated on the fly.
+
+    Args:
+        model: Any classifier; moved to `device` and run in eval mode.
+        batches: `(images, labels)` pairs; images `(B, C, H, W)` in [0, 1] (float) or uint8,
+            **not normalised** (C = 1 or 3).
+        corruptions: Names among `vitlens.robustness.CORRUPTIONS` (default: all 15).
+        severities: Among 1..5 (default: all).
+        normalize: `(mean, std)` per channel, applied after corrupting; None feeds [0, 1] images.
+        params: Corruption parameters: "auto" (CIFAR up to 32x32, ImageNet above), "cifar",
+            "imagenet".
+        seed: Seed of the corruptions (combined with corruption, severity and batch index).
+        baseline: A baseline model's result on the same corruptions, for CE and mCE.
+        max_batches: Use at most this many batches (None: all).
+        device: "cpu", "cuda", "mps" or "auto".
+        progress: Show a progress bar (one step per corrupted batch).
+        provenance: What to record about the model and data; wall time and device are filled in.
+
+    Returns:
+        A `CorruptionResult`.
+
+    Raises:
+        VitlensError: unknown corruption, bad severity, images outside [0, 1], empty data, or a
+            baseline with nothing in common.
+    """
+    started = time.perf_counter()
+    corruptions = check_corruptions(list(corruptions))
+    severities = [int(s) for s in severities]
+    _check_common(corruptions, severities)
+    device = resolve_device(device)
+    model = model.to(device)
+    norm, mean, std = normalizer(normalize, device)
+    mine = corruptions[dist.rank() :: dist.world()]  # this rank's share
+    clean = MetricSums()
+    sums = {(c, s): MetricSums() for c in corruptions for s in severities}
+    n_batches = batch_count(batches, max_batches)
+    total = None if n_batches is None else n_batches * (len(mine) * len(severities) + 1)
+    size: list[int] = []
+    table = "cifar"
+    with (
+        evaluating(model),
+        torch.no_grad(),
+        work_bar("corruptions", total, progress) as advance,
+    ):
+        for b, (images, labels) in enumerate(stream(batches, max_batches=max_batches,
+                                                     device=device)):  # fmt: skip
+            x = as_unit_float(images)
+            if not size:
+                size = [int(x.shape[-2]), int(x.shape[-1])]
+                table = resolve_params(params, *size)
+            if dist.is_main():  # the clean pass is counted once across ranks
+                clean.add(model(norm(x)).float(), labels)
+            advance()
+            for c in mine:
+                for s in severities:
+                    g = torch.Generator().manual_seed(mix_seed(seed, CORRUPTIONS.index(c), s, b))
+                    xc = corrupt(x, c, s, generator=g, params=table)
+                    sums[c, s].add(model(norm(xc)).float(), labels)
+                    advance()
+    reduce_sums([clean, *sums.values()])
+    return _result(
+        clean=clean,
+        sums=sums,
+        corruptions=corruptions,
+        severities=severities,
+        baseline=baseline,
+        source="generated",
+        params=table,
+        image_size=size,
+        seed=seed,
+        normalize_mean=mean,
+        normalize_std=std,
+        provenance=provenance_for(provenance, model, device, started),
+    )
+
+
+# -- released CIFAR-10-C / CIFAR-100-C ---------------------------------------------------------
+
+
+def corruption_robustness_from_files(
+    model: nn.Module,
+    root: str | Path,
+    *,
+    corruptions: Sequence[str] = CORRUPTIONS,
+    severities: Sequence[int] = SEVERITIES,
+    normalize: Normalization | None = None,
+    clean: Iterable[Batch] | None = None,
+    batch_size: int = 256,
+    limit: int | None = None,
+    baseline: CorruptionResult | None = None,
+    device: str | torch.device = "cpu",
+    progress: bool = False,
+    provenance: Provenance | None = None,
+) -> CorruptionResult:
+    """The same metrics on the released CIFAR-10-C / CIFAR-100-C arrays in `root`.
+
+    Args:
+        model: Any classifier; moved to `device` and run in eval mode.
+        root: Folder with `<corruption>.npy` and `labels.npy` (see `vitlens.robustness.cifar_c`).
+        corruptions: File names without `.npy` (default: the 15 benchmark corruptions).
+        severities: Among 1..5.
+        normalize: `(mean, std)` of the clean dataset, applied to the [0, 1] images.
+        clean: Optional clean test batches (same convention as `corruption_robustness`) for the
+            clean metrics; the release holds no clean images.
+        batch_size: Images per batch.
+        limit: Use only the first `limit` test images of each severity.
+        baseline: A baseline model's result, for CE and mCE.
+        device: "cpu", "cuda", "mps" or "auto".
+        progress: Show a progress bar (one step per corruption and severity).
+        provenance: What to record; wall time and device are filled in.
+
+    Raises:
+        VitlensError: missing or malformed files (naming them), bad severities.
+    """
+    started = time.perf_counter()
+    corruptions = list(corruptions)
+    severities = [int(s) for s in severities]
+    _check_common(corruptions, severities)
+    root = check_cifar_c(root, corruptions)
+    device = resolve_device(device)
+    model = model.to(device)
+    norm, mean, std = normalizer(normalize, device)
+    mine = corruptions[dist.rank() :: dist.world()]
+    clean_sums = MetricSums() if clean is not None else None
+    sums = {(c, s): MetricSums() for c in corruptions for s in severities}
+    size: list[int] = []
+    with (
+        evaluating(model),
+        torch.no_grad(),
+        work_bar("CIFAR-C", len(mine) * len(severities), progress) as advance,
+    ):
+        if clean_sums is not None and dist.is_main():
+            for images, labels in stream(clean, device=device):
+                clean_sums.add(model(norm(as_unit_float(images))).float(), labels)
+        for c in mine:
+            for s in severities:
+                for images, labels in cifar_c_batches(root, c, s, batch_size=batch_size,
+                                                      limit=limit):  # fmt: skip
+                    x, y = images.to(device), labels.to(device)
+                    size = size or [int(x.shape[-2]), int(x.shape[-1])]
+                    sums[c, s].add(model(norm(x)).float(), y)
+                advance()
+    reduce_sums([*([clean_sums] if clean_sums else []), *sums.values()])
+    if not size and dist.world() > 1:
+        size = [32, 32]  # this rank read no file; the release is 32x32
+    if provenance is None:
+        provenance = Provenance.now(dataset=str(root))
+    return _result(
+        clean=clean_sums,
+        sums=sums,
+        corruptions=corruptions,
+        severities=severities,
+        baseline=baseline,
+        source="files",
+        params="cifar",
+        image_size=size,
+        seed=0,
+        normalize_mean=mean,
+        normalize_std=std,
+        provenance=provenance_for(provenance, model, device, started),
+    )
+
+
+def clean_batches(dataset, batch_size: int = 256, limit: int | None = None) -> Iterator[Batch]:
+    """Unnormalised `(images in [0, 1], labels)` batches of an `ArrayDataset` (its uint8 tensor).
+
+    Args:
+        dataset: A `vitlens.data.ArrayDataset` (anything with `.images` uint8 and `.labels`).
+        batch_size: Images per batch.
+        limit: Only the first `limit` images (None: all).
+    """
+    n = len(dataset.images) if limit is None else min(limit, len(dataset.images))
+    for i in range(0, n, batch_size):
+        j = min(i + batch_size, n)
+        yield dataset.images[i:j].float() / 255, dataset.labels[i:j]
+
+
+__all__ = [
+    "CorruptionResult",
+    "clean_batches",
+    "corruption_errors",
+    "corruption_robustness",
+    "corruption_robustness_from_files",
+]
