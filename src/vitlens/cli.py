@@ -246,6 +246,94 @@ def analyze_command(
     console.print(f"{analysis}: {path}" + "".join(f"\n  figure: {f}" for f in figures))
 
 
+@app.command("study")
+def study_command(
+    preset: str = typer.Option(
+        "quick",
+        help="quick (2 CPU cores, <= 15 min), standard, or paper "
+        "(the paper's CIFAR-100 models and recipe, for GPUs).",
+    ),
+    out: Path = typer.Option(None, help="Study folder (default studies/PRESET-TIME)."),
+    resume: Path = typer.Option(None, help="Continue the study in this folder."),
+    models: str = typer.Option(None, help="Comma-separated models (default: the preset's)."),
+    dataset: str = typer.Option(None, help="Dataset (default: the preset's)."),
+    fraction: float = typer.Option(None, help="Class-balanced share of the training set."),
+    epochs: int = typer.Option(None, help="Training epochs per model."),
+    only: str = typer.Option(None, help="Run only these analyses (comma-separated)."),
+    seed: int = typer.Option(None, help="Seed of the whole study."),
+    device: str = typer.Option(None, help="auto, cpu, cuda or mps."),
+    data_dir: str = typer.Option(None, help="Where datasets are found."),
+    quiet: bool = typer.Option(False, help="No progress bars."),
+) -> None:
+    """The paper as one command: train the models, run every analysis, write report.html."""
+    import datetime
+
+    from vitlens.study import Study, StudyPlan
+
+    overrides = dict(
+        models=models.split(",") if models else None,
+        dataset=dataset,
+        fraction=fraction,
+        epochs=epochs,
+        analyses=only.split(",") if only else None,
+        seed=seed,
+        device=device,
+        data_dir=data_dir,
+    )
+    if resume is not None:
+        study = Study.open(resume, quiet=quiet, **overrides)
+    else:
+        plan = StudyPlan.from_preset(preset, **overrides)
+        if out is None:
+            stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+            out = Path("studies") / f"{preset}-{stamp}"
+        study = Study.create(out, plan, quiet=quiet)
+    report = study.run()
+    console.print(f"report: {report}")
+
+
+@app.command("report")
+def report_command(
+    study: Path = typer.Argument(..., help="A study folder."),
+) -> None:
+    """Redraw a study's figures and report.html from its saved Results."""
+    from vitlens.report.html import write_report
+
+    console.print(f"report: {write_report(study)}")
+
+
+@app.command("buildup")
+def buildup_command(
+    out: Path = typer.Option(..., help="Folder for the candidates' runs and the Result."),
+    base: str = typer.Option("alternet_nano", help="An AlterNet configuration to search over."),
+    dataset: str = typer.Option("fashion-mnist-mini", help="Dataset."),
+    epochs: int = typer.Option(3, help="Training epochs per candidate."),
+    fraction: float = typer.Option(0.5, help="Class-balanced share of the training set."),
+    max_candidates: int = typer.Option(6, help="Stop after training this many candidates."),
+    seed: int = typer.Option(0, help="Seed of every candidate's training."),
+    device: str = typer.Option("auto", help="auto, cpu, cuda or mps."),
+    data_dir: str = typer.Option(None, help="Where datasets are found."),
+    quiet: bool = typer.Option(False, help="No progress bars."),
+) -> None:
+    """The AlterNet build-up rule as a search: add MSA blocks at stage ends while they help."""
+    from vitlens.buildup import buildup
+
+    result = buildup(
+        out,
+        base=base,
+        dataset=dataset,
+        epochs=epochs,
+        fraction=fraction,
+        max_candidates=max_candidates,
+        seed=seed,
+        device=device,
+        data_dir=data_dir,
+        quiet=quiet,
+    )
+    best = max(result.candidates, key=lambda c: c["accuracy"])
+    console.print(f"best MSA layout {best['msa']}: val acc {best['accuracy']:.4f} -> {out}")
+
+
 def _meta():
     import torch
 
