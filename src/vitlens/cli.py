@@ -268,8 +268,12 @@ def study_command(
     """The paper as one command: train the models, run every analysis, write report.html."""
     import datetime
 
+    from vitlens import distributed as dist
     from vitlens.study import Study, StudyPlan
+    from vitlens.train.loop import resolve_device
 
+    # Under torchrun, join the process group before any rank touches the study folder.
+    dist.init(resolve_device(device or "auto"))
     overrides = dict(
         models=models.split(",") if models else None,
         dataset=dataset,
@@ -289,7 +293,8 @@ def study_command(
             out = Path("studies") / f"{preset}-{stamp}"
         study = Study.create(out, plan, quiet=quiet)
     report = study.run()
-    console.print(f"report: {report}")
+    if dist.is_main():
+        console.print(f"report: {report}")
 
 
 @app.command("report")

@@ -146,13 +146,13 @@ class Study:
     @staticmethod
     def create(folder: str | Path, plan: StudyPlan, *, quiet: bool = False) -> Study:
         folder = Path(folder)
-        if folder.exists() and any(folder.iterdir()):
-            raise VitlensError(
-                f"{folder} already exists and is not empty; use `vitlens study --resume {folder}` "
-                "to continue it or choose another --out (nothing was overwritten)"
-            )
         study = Study(folder, plan, quiet=quiet)
         if dist.is_main():
+            if folder.exists() and any(folder.iterdir()):
+                raise VitlensError(
+                    f"{folder} already exists and is not empty; use `vitlens study --resume "
+                    f"{folder}` to continue it or choose another --out (nothing was overwritten)"
+                )
             folder.mkdir(parents=True, exist_ok=True)
             atomic_write_text(folder / "study.json", json.dumps(asdict(plan), indent=1))
             study._save_steps()
