@@ -60,6 +60,7 @@ def main() -> None:
     parser.add_argument("--models", default=",".join(NANO))
     parser.add_argument("--epochs", type=int, default=None, help="override the preset's epochs")
     parser.add_argument("--skip-full", action="store_true", help="only the throughput comparison")
+    parser.add_argument("--repeats", type=int, default=2, help="interleaved epochs per loop")
     default_out = Path(__file__).parent / "results" / "train_quick.json"
     parser.add_argument("--out", default=str(default_out))
     args = parser.parse_args()
@@ -80,7 +81,7 @@ def main() -> None:
                 )
         cfg = make_config("quick", model=name)
         ours, plain = [], []
-        for _ in range(2):  # interleaved: ours, plain, ours, plain
+        for _ in range(args.repeats):  # interleaved: ours, plain, ours, plain
             ours.append(vitlens_epoch(name))
             plain.append(plain_epoch(name, cfg.batch_size, cfg.lr))
         entry.update(

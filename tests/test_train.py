@@ -341,3 +341,26 @@ def test_torchrun_two_gloo_processes_match_the_single_process_run(reference_run,
     metrics = json.loads((tmp_path / "e.json").read_text())
     assert metrics["acc"] == pytest.approx(rows[-1]["test_acc"])
     assert metrics["nll"] == pytest.approx(rows[-1]["test_nll"], rel=1e-6)
+
+
+def test_nan_loss_stops_with_a_clear_error_and_keeps_the_last_good_checkpoint(tmp_path):
+    config = tmp_path / "explode.yaml"
+    config.write_text("lr: 1.0e+12\nclip_grad: null\nwarmup_epochs: 0\ncheckpoint_every: 1\n")
+    out = tmp_path / "nan"
+    done = cli("train", "vit_nano", "--config", str(config), "--out", str(out), *SMALL)
+    assert done.returncode == 2, done.stderr
+    assert "loss became" in done.stderr and "last good checkpoint" in done.stderr
+    record, weights = read_checkpoint(out / "checkpoints" / "last.json")
+    assert record["batch"] >= 1
+    assert all(torch.isfinite(w).all() for w in weights.values() if w.is_floating_point())
+    assert not (out / "checkpoints" / "final.json").exists()
+
+
+def test_freezing_the_backbone_trains_only_the_head():
+    from vitlens.train.runs import freeze_backbone
+
+    model = create_model("swin_nano", num_classes=5)
+    trainable = freeze_backbone(model)
+    assert trainable == 128 * 5 + 5
+    names = {n for n, p in model.named_parameters() if p.requires_grad}
+    assert names == {"head.weight", "head.bias"}
