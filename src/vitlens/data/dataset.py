@@ -140,9 +140,16 @@ class ArrayDataset(Dataset):
         if self.seed is None:
             with single_thread():
                 return self.transform(img), label
-        with single_thread(), torch.random.fork_rng(devices=[]):
-            torch.manual_seed(mix_seed(self.seed, self.epoch, i))
-            out = self.transform(img)
+        # Augmentations draw from the CPU default generator only. Saving and restoring its state
+        # directly costs ~2 us; torch.random.fork_rng + manual_seed cost ~90 us per image.
+        generator = torch.default_generator
+        saved = generator.get_state()
+        try:
+            generator.manual_seed(mix_seed(self.seed, self.epoch, i))
+            with single_thread():
+                out = self.transform(img)
+        finally:
+            generator.set_state(saved)
         return out, label
 
     def set_epoch(self, epoch: int) -> None:
