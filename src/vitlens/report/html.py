@@ -101,7 +101,8 @@ def load_run_rows(folder: Path, models: list[str]) -> dict[str, dict[str, Any]]:
         if path.exists():
             lines = [json.loads(x) for x in path.read_text().splitlines() if x.strip()]
             if lines:
-                rows[model] = lines[-1]
+                total = sum(line.get("train_seconds", 0.0) for line in lines)
+                rows[model] = {**lines[-1], "total_train_seconds": total}
     return rows
 
 
@@ -127,7 +128,7 @@ def _accuracy_table(rows: dict[str, dict[str, Any]], results) -> str:
     head = (
         "<tr><th>model</th><th class=num>test acc</th><th class=num>test NLL</th>"
         "<th class=num>ECE</th><th class=num>NLL_train</th><th class=num>corruption acc</th>"
-        "<th class=num>epochs</th><th class=num>train s</th></tr>"
+        "<th class=num>epochs</th><th class=num>training s</th></tr>"
     )
     body = []
     for model, r in rows.items():
@@ -138,7 +139,7 @@ def _accuracy_table(rows: dict[str, dict[str, Any]], results) -> str:
             f"<td class=num>{r['train_nll']:.3f}</td>"
             f"<td class=num>{'' if c is None else f'{c.mean_accuracy:.2%}'}</td>"
             f"<td class=num>{r['epoch']}</td>"
-            f"<td class=num>{r.get('train_seconds', 0):.0f}</td></tr>"
+            f"<td class=num>{r.get('total_train_seconds', 0):.0f}</td></tr>"
         )
     return f"<table>{head}{''.join(body)}</table>"
 
