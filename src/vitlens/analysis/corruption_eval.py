@@ -21,7 +21,6 @@ are added across ranks).
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import math
 import time
@@ -42,6 +41,7 @@ from vitlens.analysis.streaming import (
     resolve_device,
     stream,
 )
+from vitlens.analysis.streaming import progress_bar as work_bar
 from vitlens.data.dataset import mix_seed
 from vitlens.errors import VitlensError
 from vitlens.robustness.cifar_c import check_cifar_c, cifar_c_batches
@@ -195,34 +195,6 @@ def as_unit_float(images: torch.Tensor) -> torch.Tensor:
             f"[{images.min().item():.3g}, {images.max().item():.3g}]"
         )
     return images.float()
-
-
-@contextlib.contextmanager
-def work_bar(description: str, total: int | None, enabled: bool) -> Iterator[Callable[[], None]]:
-    """A rich progress bar (rate and ETA) on the main rank; yields `advance()`."""
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TaskProgressColumn,
-        TextColumn,
-        TimeElapsedColumn,
-        TimeRemainingColumn,
-    )
-
-    bar = Progress(
-        TextColumn("[bold]{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TaskProgressColumn(show_speed=True),
-        TimeElapsedColumn(),
-        TextColumn("ETA"),
-        TimeRemainingColumn(),
-        disable=not (enabled and dist.is_main()),
-    )
-    with bar:
-        task = bar.add_task(description, total=total)
-        yield lambda: bar.advance(task)
 
 
 def reduce_sums(sums: Sequence[MetricSums]) -> None:

@@ -35,7 +35,7 @@ from torch.overrides import TorchFunctionMode
 from vitlens import distributed as dist
 from vitlens.analysis.linalg import Eigs, lanczos, power_iteration
 from vitlens.analysis.result import Provenance, Result
-from vitlens.analysis.streaming import provenance_for
+from vitlens.analysis.streaming import progress_bar, provenance_for
 from vitlens.anatomy import Block, describe, explicit_attention, tapping, unwrap
 from vitlens.data.dataset import mix_seed
 from vitlens.errors import ConfigError, VitlensError
@@ -427,34 +427,6 @@ def all_gather_objects(obj: Any) -> list[Any]:
     out: list[Any] = [None] * dist.world()
     tdist.all_gather_object(out, obj)
     return out
-
-
-@contextlib.contextmanager
-def progress_bar(description: str, total: int | None, enabled: bool) -> Iterator[Callable]:
-    """A rich progress bar with rate and ETA (main rank only); yields `advance(n=1)`."""
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TaskProgressColumn,
-        TextColumn,
-        TimeElapsedColumn,
-        TimeRemainingColumn,
-    )
-
-    bar = Progress(
-        TextColumn("[bold]{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TaskProgressColumn(show_speed=True),
-        TimeElapsedColumn(),
-        TextColumn("ETA"),
-        TimeRemainingColumn(),
-        disable=not (enabled and dist.is_main()),
-    )
-    with bar:
-        task = bar.add_task(description, total=total)
-        yield lambda n=1: bar.advance(task, n)
 
 
 # ---------------------------------------------------------------------------------- spectrum

@@ -26,6 +26,7 @@ from rich.progress import (
 from rich.text import Text
 from torch import nn
 
+from vitlens import distributed as dist
 from vitlens.analysis.result import Provenance
 from vitlens.anatomy import Block, describe, tapping
 from vitlens.errors import VitlensError
@@ -245,3 +246,31 @@ def stream_map_sums(
             out.n_images += int(images.shape[0])
             out.n_batches += 1
     return out
+
+
+@contextlib.contextmanager
+def progress_bar(description: str, total: int | None, enabled: bool) -> Iterator[Callable]:
+    """A rich progress bar with rate and ETA (main rank only); yields `advance(n=1)`."""
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TaskProgressColumn,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
+    bar = Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TaskProgressColumn(show_speed=True),
+        TimeElapsedColumn(),
+        TextColumn("ETA"),
+        TimeRemainingColumn(),
+        disable=not (enabled and dist.is_main()),
+    )
+    with bar:
+        task = bar.add_task(description, total=total)
+        yield lambda n=1: bar.advance(task, n)
