@@ -14,7 +14,6 @@ backend is switched and no display is needed.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -33,6 +32,7 @@ from vitlens.analysis.lesion import LesionResult
 from vitlens.analysis.result import Result
 from vitlens.analysis.variance import VarianceResult
 from vitlens.errors import VitlensError
+from vitlens.report.png import save_png as _save
 
 MSA_SHADE = dict(color="0.5", alpha=0.18, lw=0)  # gray bands: MSA blocks, as in the paper
 POOL_SHADE = dict(color="tab:blue", alpha=0.15, lw=0)  # blue bands: subsampling blocks
@@ -60,16 +60,6 @@ def _figure(rows: int, cols: int, width: float, height: float) -> tuple[Figure, 
     FigureCanvasAgg(fig)
     axes = np.atleast_2d(fig.subplots(rows, cols, squeeze=False))
     return fig, axes
-
-
-def _save(fig: Figure, path: str | Path) -> Path:
-    """Write the PNG to a temporary name, then rename (nothing half-written)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    fig.savefig(tmp, format="png", dpi=120)
-    os.replace(tmp, path)
-    return path
 
 
 def _title(result: Result) -> str:

@@ -13,7 +13,6 @@ matplotlib's object API on the Agg canvas, so no global backend is switched.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -25,6 +24,7 @@ from vitlens.analysis.corruption_eval import CorruptionResult
 from vitlens.analysis.freqnoise_eval import FreqNoiseResult
 from vitlens.analysis.result import Result
 from vitlens.errors import VitlensError
+from vitlens.report.png import save_png as _save
 
 _LABELS = {
     "gaussian_noise": "Gaussian noise",
@@ -66,16 +66,6 @@ def _names(items: Sequence[Result]) -> list[str]:
     names = [r.provenance.model or f"model {i + 1}" for i, r in enumerate(items)]
     return [n if names.count(n) == 1 else f"{n} #{names[:i].count(n) + 1}"
             for i, n in enumerate(names)]  # fmt: skip
-
-
-def _save(fig: Figure, path: str | Path) -> Path:
-    """Write the PNG to a temporary name, then rename (nothing half-written)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    fig.savefig(tmp, format="png", dpi=120)
-    os.replace(tmp, path)
-    return path
 
 
 def plot_corruption_heatmap(

@@ -14,7 +14,6 @@ canvas, so no global backend is switched.
 from __future__ import annotations
 
 import math
-import os
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -27,6 +26,7 @@ from vitlens.analysis.landscape import LandscapeResult
 from vitlens.analysis.result import Result
 from vitlens.analysis.trajectory import TrajectoryResult
 from vitlens.errors import VitlensError
+from vitlens.report.png import save_png as _save
 
 
 def _check(results: Sequence[Result], kind: type[Result]) -> None:
@@ -35,16 +35,6 @@ def _check(results: Sequence[Result], kind: type[Result]) -> None:
     wrong = [type(r).__name__ for r in results if not isinstance(r, kind)]
     if wrong:
         raise VitlensError(f"expected {kind.__name__} results, got {wrong}")
-
-
-def _save(fig: Figure, path: str | Path) -> Path:
-    """Write the PNG to a temporary name, then rename (nothing half-written)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    fig.savefig(tmp, format="png", dpi=120)
-    os.replace(tmp, path)
-    return path
 
 
 def _new_figure(width: float, height: float) -> Figure:
