@@ -42,6 +42,7 @@ from vitlens.analysis.streaming import (
     stream,
 )
 from vitlens.analysis.streaming import progress_bar as work_bar
+from vitlens.anatomy import anatomy_of
 from vitlens.data.dataset import mix_seed
 from vitlens.errors import VitlensError
 from vitlens.robustness.cifar_c import check_cifar_c, cifar_c_batches
@@ -317,6 +318,7 @@ def corruption_robustness(
     total = None if n_batches is None else n_batches * (len(mine) * len(severities) + 1)
     size: list[int] = []
     table = "cifar"
+    anatomy = anatomy_of(model, need_blocks=False)
     with (
         evaluating(model),
         torch.no_grad(),
@@ -329,13 +331,13 @@ def corruption_robustness(
                 size = [int(x.shape[-2]), int(x.shape[-1])]
                 table = resolve_params(params, *size)
             if dist.is_main():  # the clean pass is counted once across ranks
-                clean.add(model(norm(x)).float(), labels)
+                clean.add(anatomy.forward(model, norm(x)).float(), labels)
             advance()
             for c in mine:
                 for s in severities:
                     g = torch.Generator().manual_seed(mix_seed(seed, CORRUPTIONS.index(c), s, b))
                     xc = corrupt(x, c, s, generator=g, params=table)
-                    sums[c, s].add(model(norm(xc)).float(), labels)
+                    sums[c, s].add(anatomy.forward(model, norm(xc)).float(), labels)
                     advance()
     reduce_sums([clean, *sums.values()])
     return _result(
@@ -404,6 +406,7 @@ def corruption_robustness_from_files(
     clean_sums = MetricSums() if clean is not None else None
     sums = {(c, s): MetricSums() for c in corruptions for s in severities}
     size: list[int] = []
+    anatomy = anatomy_of(model, need_blocks=False)
     with (
         evaluating(model),
         torch.no_grad(),
@@ -411,14 +414,14 @@ def corruption_robustness_from_files(
     ):
         if clean_sums is not None and dist.is_main():
             for images, labels in stream(clean, device=device):
-                clean_sums.add(model(norm(as_unit_float(images))).float(), labels)
+                clean_sums.add(anatomy.forward(model, norm(as_unit_float(images))).float(), labels)
         for c in mine:
             for s in severities:
                 for images, labels in cifar_c_batches(root, c, s, batch_size=batch_size,
                                                       limit=limit):  # fmt: skip
                     x, y = images.to(device), labels.to(device)
                     size = size or [int(x.shape[-2]), int(x.shape[-1])]
-                    sums[c, s].add(model(norm(x)).float(), y)
+                    sums[c, s].add(anatomy.forward(model, norm(x)).float(), y)
                 advance()
     reduce_sums([*([clean_sums] if clean_sums else []), *sums.values()])
     if not size and dist.world() > 1:

@@ -39,6 +39,7 @@ from vitlens.analysis.corruption_eval import (
 )
 from vitlens.analysis.result import Provenance, Result
 from vitlens.analysis.streaming import Batch, evaluating, model_name, resolve_device, stream
+from vitlens.anatomy import anatomy_of
 from vitlens.data.dataset import mix_seed
 from vitlens.errors import VitlensError
 from vitlens.robustness.freqnoise import DEFAULT_FREQUENCIES, band_mask, band_noise
@@ -172,7 +173,7 @@ def frequency_noise_robustness(
             xn = norm(x)
             if dist.is_main():  # the clean pass is counted once across ranks
                 for k, m in named.items():
-                    clean[k].add(m(xn).float(), labels)
+                    clean[k].add(anatomy_of(m, need_blocks=False).forward(m, xn).float(), labels)
             advance()
             for i in mine:
                 # The same noise for every model: the seed depends on frequency and batch only.
@@ -180,7 +181,9 @@ def frequency_noise_robustness(
                 delta = band_noise(x.shape, eps, freqs[i], window, generator=g).to(device)
                 inputs = xn + delta if space == "normalized" else norm((x + delta).clamp(0, 1))
                 for k, m in named.items():
-                    noisy[k, i].add(m(inputs).float(), labels)
+                    noisy[k, i].add(
+                        anatomy_of(m, need_blocks=False).forward(m, inputs).float(), labels
+                    )
                 advance()
     reduce_sums([*clean.values(), *noisy.values()])
     c0 = {k: s.result() for k, s in clean.items()}

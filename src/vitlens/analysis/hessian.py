@@ -36,7 +36,7 @@ from vitlens import distributed as dist
 from vitlens.analysis.linalg import Eigs, lanczos, power_iteration
 from vitlens.analysis.result import Provenance, Result
 from vitlens.analysis.streaming import progress_bar, provenance_for
-from vitlens.anatomy import Block, describe, explicit_attention, tapping, unwrap
+from vitlens.anatomy import Block, anatomy_of, describe, explicit_attention, tapping, unwrap
 from vitlens.data.dataset import mix_seed
 from vitlens.errors import ConfigError, VitlensError
 
@@ -306,7 +306,7 @@ class HessianOperator:
             explicit_attention(model),
             seeded_rng(seed, first.device),
         ):
-            loss = criterion(model(x), targets)
+            loss = criterion(anatomy_of(model).forward(model, x), targets)
             grads = torch.autograd.grad(loss, self.params, create_graph=True)
         # Only gradients that still depend on parameters carry second-order information.
         self._live = [i for i, g in enumerate(grads) if g.requires_grad]

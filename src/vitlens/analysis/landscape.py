@@ -53,7 +53,7 @@ from vitlens.analysis.hessian import (
 )
 from vitlens.analysis.result import Provenance, Result
 from vitlens.analysis.streaming import provenance_for
-from vitlens.anatomy import unwrap
+from vitlens.anatomy import anatomy_of, unwrap
 from vitlens.data.dataset import mix_seed
 from vitlens.errors import ConfigError, VitlensError
 
@@ -252,7 +252,7 @@ def _batch_sums(
     model: nn.Module, x: torch.Tensor, t: torch.Tensor, criterion: Criterion, seed: int | None
 ) -> tuple[float, float, int]:
     with seeded_rng(seed, x.device):
-        logits = model(x)
+        logits = anatomy_of(model).forward(model, x)
     nll = criterion(logits, t).item() * x.shape[0]
     if logits.ndim == 2 and logits.shape[1] > 1:
         labels = t.argmax(dim=1) if t.is_floating_point() and t.ndim == 2 else t

@@ -29,7 +29,7 @@ from vitlens.analysis.streaming import (
     resolve_device,
     stream,
 )
-from vitlens.anatomy import describe, lesioned
+from vitlens.anatomy import anatomy_of, lesioned
 from vitlens.errors import VitlensError
 
 
@@ -104,7 +104,8 @@ def lesion(
     """
     started = time.perf_counter()
     device = resolve_device(device)
-    all_blocks = describe(model.to(device))
+    anatomy = anatomy_of(model.to(device))
+    all_blocks = list(anatomy.blocks)
     by_name = {b.name: b for b in all_blocks}
     lesionable = [b.name for b in all_blocks if b.branch is not None]
     bad = [n for n in blocks or [] if n not in lesionable]
@@ -122,7 +123,7 @@ def lesion(
         ):
             for name in [None, *names]:
                 with lesioned(model, [] if name is None else [name]):
-                    c, loss = batch_metrics(model(images), labels)
+                    c, loss = batch_metrics(anatomy.forward(model, images), labels)
                 correct[name] += c
                 nll[name] += loss
             n_images += int(images.shape[0])

@@ -1,7 +1,14 @@
-"""The anatomy contract (DESIGN.md §2): blocks, taps, lesions, explicit attention."""
+"""The anatomy contract (docs/ARCHITECTURE.md): one `Anatomy` per model — blocks, taps, lesions,
+logits and explicit attention."""
 
-from vitlens.anatomy.attention import attention_maps, explicit_attention
+from vitlens.anatomy.attention import (
+    attention_maps,
+    explicit_attention,
+    force_mha_weights,
+    switch_flag,
+)
 from vitlens.anatomy.core import (
+    anatomy_of,
     describe,
     lesionable,
     lesioned,
@@ -10,9 +17,28 @@ from vitlens.anatomy.core import (
     tapping,
     unwrap,
 )
-from vitlens.anatomy.spec import KINDS, NCHW, NHWC, VECTOR, Block, Layout, tokens
+from vitlens.anatomy.spec import (
+    KINDS,
+    NCHW,
+    NHWC,
+    VECTOR,
+    Anatomy,
+    Block,
+    InputSpec,
+    Layout,
+    no_switch,
+    output_logits,
+    tokens,
+)
 
 __all__ = [
+    "Anatomy",
+    "InputSpec",
+    "anatomy_of",
+    "force_mha_weights",
+    "no_switch",
+    "output_logits",
+    "switch_flag",
     "KINDS",
     "NCHW",
     "NHWC",

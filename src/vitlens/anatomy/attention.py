@@ -1,49 +1,63 @@
-"""Switch any described model to explicit-softmax attention, and read its attention maps.
+"""Explicit-softmax attention switches, and reading attention maps from any described model.
 
 Fused `F.scaled_dot_product_attention` is fast but has no double backward and hides its
 probabilities. Inside `explicit_attention(model)` every attention layer computes
 softmax(q k^T / sqrt(d) + bias) v explicitly, so Hessian-vector products work and each `msa`
-block's `attention` module emits its (B, heads, N, N) map. Knows vitlens `Attention`, timm
-attention layers (their `fused_attn` switch) and `nn.MultiheadAttention` (torchvision ViT).
+block's `attention` module emits its (B, heads, N, N) map. How a family is switched is part of its
+`Anatomy` (`Anatomy.explicit`); this module holds the switches the built-in adapters share.
 """
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import torch
 from torch import nn
 
-from vitlens.anatomy.core import describe, unwrap
+from vitlens.anatomy.core import anatomy_of, unwrap
+
+
+def switch_flag(attr: str, value: bool) -> Callable[[nn.Module], contextlib.AbstractContextManager]:
+    """A switch that sets the boolean attribute `attr` to `value` on every module that has one
+    (vitlens `Attention.explicit`, timm's `fused_attn`), and restores it afterwards."""
+
+    @contextlib.contextmanager
+    def switch(model: nn.Module) -> Iterator[nn.Module]:
+        restore = []
+        for module in unwrap(model).modules():
+            if isinstance(getattr(module, attr, None), bool):
+                restore.append((module, getattr(module, attr)))
+                setattr(module, attr, value)
+        try:
+            yield model
+        finally:
+            for module, old in reversed(restore):
+                setattr(module, attr, old)
+
+    return switch
 
 
 @contextlib.contextmanager
-def explicit_attention(model: nn.Module) -> Iterator[nn.Module]:
-    """Within the context, all attention in `model` takes the explicit, differentiable path."""
-    restore = []
+def force_mha_weights(model: nn.Module) -> Iterator[nn.Module]:
+    """Every `nn.MultiheadAttention` returns per-head weights, which makes PyTorch compute the
+    softmax explicitly instead of through SDPA (torchvision ViT)."""
+    patched = []
     for module in unwrap(model).modules():
-        if hasattr(module, "explicit") and isinstance(module.explicit, bool):  # vitlens
-            restore.append((module, "explicit", module.explicit))
-            module.explicit = True
-        elif hasattr(module, "fused_attn"):  # timm
-            restore.append((module, "fused_attn", module.fused_attn))
-            module.fused_attn = False
-        elif isinstance(module, nn.MultiheadAttention):
-            restore.append((module, "forward", module.__dict__.get("forward")))
+        if isinstance(module, nn.MultiheadAttention):
+            patched.append((module, module.__dict__.get("forward")))
             module.forward = _weights_forcing_forward(module)
     try:
         yield model
     finally:
-        for module, attr, value in reversed(restore):
-            if attr == "forward" and value is None:
+        for module, old in reversed(patched):
+            if old is None:
                 del module.forward
             else:
-                setattr(module, attr, value)
+                module.forward = old
 
 
 def _weights_forcing_forward(mha: nn.MultiheadAttention):
-    # With need_weights=True, PyTorch computes the softmax explicitly instead of through SDPA.
     original = type(mha).forward
 
     def forward(*args, **kwargs):
@@ -54,6 +68,11 @@ def _weights_forcing_forward(mha: nn.MultiheadAttention):
     return forward
 
 
+def explicit_attention(model: nn.Module) -> contextlib.AbstractContextManager:
+    """Within the context, all attention in `model` takes the explicit, differentiable path."""
+    return anatomy_of(model).explicit(model)
+
+
 def attention_maps(
     model: nn.Module, x: torch.Tensor
 ) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
@@ -61,9 +80,10 @@ def attention_maps(
 
     For windowed attention the batch axis is (B * windows).
     """
+    anatomy = anatomy_of(model)
     maps: dict[str, torch.Tensor] = {}
     handles = []
-    for block in describe(model):
+    for block in anatomy.blocks:
         if block.kind != "msa" or block.attention is None:
             continue
 
@@ -72,8 +92,8 @@ def attention_maps(
 
         handles.append(block.attention.register_forward_hook(hook))
     try:
-        with explicit_attention(model):
-            logits = model(x)
+        with anatomy.explicit(model):
+            logits = anatomy.forward(model, x)
     finally:
         for h in handles:
             h.remove()

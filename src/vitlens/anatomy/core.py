@@ -1,8 +1,9 @@
-"""describe / record / lesion / explicit attention: the anatomy helpers every analysis uses.
+"""anatomy_of / describe / record / lesion: the anatomy helpers every analysis uses.
 
-`describe(model)` asks a native vitlens model for its blocks (its `anatomy()` method) or finds an
-adapter for a timm or torchvision model. The helpers work only through the returned blocks, with
-forward hooks, so they never depend on a model's attribute names.
+`anatomy_of(model)` asks a native vitlens model for its blocks (its `anatomy()` method) or finds an
+adapter (`anatomy/adapters/`, one file per family) and returns an `Anatomy`: the blocks, how to get
+logits from the model's output, and how to switch its attention to the explicit path. The helpers
+work only through it, with forward hooks, so they never depend on a model's attribute names.
 """
 
 from __future__ import annotations
@@ -13,18 +14,25 @@ from collections.abc import Callable, Iterable, Iterator
 import torch
 from torch import nn
 
-from vitlens.anatomy.spec import Block
+from vitlens.anatomy.spec import Anatomy, Block, InputSpec
 from vitlens.errors import VitlensError
 
-# Adapters register here: (predicate, describer). Checked in order after the native method.
-_ADAPTERS: list[tuple[Callable[[nn.Module], bool], Callable[[nn.Module], list[Block]]]] = []
+Describer = Callable[[nn.Module], "Anatomy | list[Block]"]
+
+# Adapters register here: (predicate, describer). Checked newest first, after the native method,
+# so a user's adapter can override a built-in one.
+_ADAPTERS: list[tuple[Callable[[nn.Module], bool], Describer]] = []
 
 
-def register_adapter(
-    matches: Callable[[nn.Module], bool], describer: Callable[[nn.Module], list[Block]]
-) -> None:
-    """Teach `describe` a model family it does not own."""
-    _ADAPTERS.append((matches, describer))
+def register_adapter(matches: Callable[[nn.Module], bool], describer: Describer) -> None:
+    """Teach `anatomy_of` a model family it does not own.
+
+    Args:
+        matches: says whether a model belongs to the family.
+        describer: returns the model's `Anatomy` (or just its blocks: the output is then taken
+            as logits as `output_logits` does, and attention is assumed to be explicit already).
+    """
+    _ADAPTERS.insert(0, (matches, describer))
 
 
 def unwrap(model: nn.Module) -> nn.Module:
@@ -38,26 +46,55 @@ def unwrap(model: nn.Module) -> nn.Module:
             return model
 
 
-def describe(model: nn.Module) -> list[Block]:
-    """The blocks of `model` in forward order (DESIGN.md §2).
+def anatomy_of(model: nn.Module, *, need_blocks: bool = True) -> Anatomy:
+    """The `Anatomy` of `model`: blocks in forward order, logits, explicit attention.
+
+    Args:
+        need_blocks: False for analyses that only read logits (robustness): a model no adapter
+            knows then gets an Anatomy without blocks instead of an error.
 
     Raises:
         VitlensError: the model is neither a vitlens model nor one an adapter knows.
     """
-    from vitlens.anatomy import adapters  # noqa: F401  (registers the timm/torchvision adapters)
+    from vitlens.anatomy import adapters  # noqa: F401  (registers the built-in adapters)
 
     model = unwrap(model)
     if hasattr(model, "anatomy"):
-        return model.anatomy()
+        return _as_anatomy(model.anatomy(), model, native=True)
     for matches, describer in _ADAPTERS:
         if matches(model):
-            return describer(model)
+            return _as_anatomy(describer(model), model, native=False)
+    if not need_blocks:
+        return Anatomy(())
     raise VitlensError(
         f"vitlens cannot see inside a {type(model).__module__}.{type(model).__name__}: it is not a "
         "vitlens model and no adapter describes it (known: timm ViT/DeiT, PiT, Swin, ResNet; "
         "torchvision ResNet, ViT, Swin). Give the model an `anatomy()` method returning "
         "vitlens.anatomy.Block objects, or register one with vitlens.anatomy.register_adapter."
     )
+
+
+def _as_anatomy(described: Anatomy | list[Block], model: nn.Module, *, native: bool) -> Anatomy:
+    if isinstance(described, Anatomy):
+        return described
+    if not native:
+        return Anatomy(tuple(described))
+    from vitlens.anatomy.attention import switch_flag
+
+    size = getattr(model, "image_size", None)
+    return Anatomy(
+        tuple(described),
+        explicit=switch_flag("explicit", True),  # vitlens `Attention` layers
+        input=InputSpec(
+            channels=getattr(model, "in_chans", None),
+            size=size if isinstance(size, int) else None,
+        ),
+    )
+
+
+def describe(model: nn.Module) -> list[Block]:
+    """The blocks of `model` in forward order (DESIGN.md §2): `anatomy_of(model).blocks`."""
+    return list(anatomy_of(model).blocks)
 
 
 def _first_tensor(value) -> torch.Tensor:
@@ -109,7 +146,8 @@ def record(
         blocks: a subset of `describe(model)` to record (default: all).
         detach: detach the maps from the graph (set False to differentiate through them).
     """
-    blocks = describe(model) if blocks is None else blocks
+    anatomy = anatomy_of(model)
+    blocks = list(anatomy.blocks) if blocks is None else blocks
     maps: dict[str, torch.Tensor] = {}
 
     def keep(block: Block, t: torch.Tensor) -> None:
@@ -117,7 +155,7 @@ def record(
         maps[block.name] = t.detach() if detach else t
 
     with tapping(blocks, keep):
-        logits = model(x)
+        logits = anatomy.forward(model, x)
     return maps, logits
 
 

@@ -7,14 +7,20 @@ into a `B x C x H x W` map (the *layout*).
 
 from __future__ import annotations
 
+import contextlib
 import math
-from dataclasses import dataclass
-from typing import Literal
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal
 
 import torch
 from torch import nn
 
-KINDS = ("embed", "conv", "msa", "mlp", "pool", "head")
+from vitlens.errors import VitlensError
+
+# `block`: a unit that mixes attention and MLP (or anything else) which cannot be split; the
+# generic adapters use it where a family's inner structure is unknown.
+KINDS = ("embed", "conv", "msa", "mlp", "pool", "head", "block")
 
 LayoutKind = Literal["nchw", "nhwc", "tokens", "vector"]
 
@@ -92,3 +98,62 @@ class Block:
             raise ValueError(f"block kind {self.kind!r} is not one of {KINDS}")
         if self.tap_point not in ("input", "output"):
             raise ValueError(f"tap_point must be 'input' or 'output', got {self.tap_point!r}")
+
+
+@dataclass(frozen=True)
+class InputSpec:
+    """What is known about a model's input; None where the model does not say."""
+
+    channels: int | None = None
+    size: int | None = None
+    mean: tuple[float, ...] | None = None
+    std: tuple[float, ...] | None = None
+
+
+def output_logits(output: Any) -> torch.Tensor:
+    """Logits from whatever a forward returns: a tensor, a tuple, a dict or an output object."""
+    if isinstance(output, torch.Tensor):
+        return output
+    if isinstance(output, tuple | list) and output and isinstance(output[0], torch.Tensor):
+        return output[0]
+    if isinstance(output, Mapping) and isinstance(output.get("logits"), torch.Tensor):
+        return output["logits"]
+    if isinstance(getattr(output, "logits", None), torch.Tensor):
+        return output.logits
+    raise VitlensError(
+        f"cannot find logits in a {type(output).__name__} returned by the model; give its adapter "
+        "a `logits` function (vitlens.anatomy.Anatomy)"
+    )
+
+
+def no_switch(model: nn.Module) -> contextlib.AbstractContextManager:
+    """For models whose attention is always explicit (or that have none)."""
+    return contextlib.nullcontext(model)
+
+
+@dataclass(frozen=True)
+class Anatomy:
+    """Everything an analysis may know about a model (DESIGN.md §2, docs/ARCHITECTURE.md).
+
+    Attributes:
+        blocks: the blocks in forward order.
+        logits: turns the model's output into a (B, classes) logits tensor.
+        explicit: `explicit(model)` is a context in which all attention takes the explicit
+            softmax path (double backward works; `Block.attention` modules emit maps).
+        input: channels, side and normalisation the model expects, where known.
+    """
+
+    blocks: tuple[Block, ...]
+    logits: Callable[[Any], torch.Tensor] = output_logits
+    explicit: Callable[[nn.Module], contextlib.AbstractContextManager] = no_switch
+    input: InputSpec = field(default_factory=InputSpec)
+
+    def forward(self, model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+        """Run `model` on `x` and return its logits."""
+        return self.logits(model(x))
+
+    def kinds(self) -> set[str]:
+        return {b.kind for b in self.blocks}
+
+    def has(self, kind: str) -> bool:
+        return any(b.kind == kind for b in self.blocks)

@@ -18,8 +18,9 @@ from vitlens.anatomy.adapters._common import (
     resnet_blocks,
     unknown_part,
 )
+from vitlens.anatomy.attention import switch_flag
 from vitlens.anatomy.core import register_adapter
-from vitlens.anatomy.spec import NCHW, NHWC, VECTOR, Block, Layout, tokens
+from vitlens.anatomy.spec import NCHW, NHWC, VECTOR, Anatomy, Block, InputSpec, Layout, tokens
 
 _VIT = "timm.models.vision_transformer"
 _PIT = "timm.models.pit"
@@ -114,7 +115,31 @@ def describe_resnet(model: nn.Module) -> list[Block]:
     return resnet_blocks(model, _RESNET, _resnet_branch_end)
 
 
-register_adapter(lambda m: derives_from(m, _VIT, "VisionTransformer"), describe_vit)
-register_adapter(lambda m: derives_from(m, _PIT, "PoolingVisionTransformer"), describe_pit)
-register_adapter(lambda m: derives_from(m, _SWIN, "SwinTransformer"), describe_swin)
-register_adapter(lambda m: derives_from(m, _RESNET, "ResNet"), describe_resnet)
+def timm_input(model: nn.Module) -> InputSpec:
+    """Channels, side and normalisation from a timm model's `pretrained_cfg`."""
+    cfg = getattr(model, "pretrained_cfg", None) or {}
+    size = cfg.get("input_size")
+    mean, std = cfg.get("mean"), cfg.get("std")
+    return InputSpec(
+        channels=size[0] if size else None,
+        size=size[-1] if size else None,
+        mean=tuple(mean) if mean else None,
+        std=tuple(std) if std else None,
+    )
+
+
+# timm attention layers take the explicit path when their `fused_attn` flag is off.
+timm_explicit = switch_flag("fused_attn", False)
+
+
+def _timm(describer):
+    def anatomy(model: nn.Module) -> Anatomy:
+        return Anatomy(tuple(describer(model)), explicit=timm_explicit, input=timm_input(model))
+
+    return anatomy
+
+
+register_adapter(lambda m: derives_from(m, _RESNET, "ResNet"), _timm(describe_resnet))
+register_adapter(lambda m: derives_from(m, _SWIN, "SwinTransformer"), _timm(describe_swin))
+register_adapter(lambda m: derives_from(m, _PIT, "PoolingVisionTransformer"), _timm(describe_pit))
+register_adapter(lambda m: derives_from(m, _VIT, "VisionTransformer"), _timm(describe_vit))

@@ -12,8 +12,9 @@ from __future__ import annotations
 from torch import nn
 
 from vitlens.anatomy.adapters._common import derives_from, resnet_blocks, unknown_part
+from vitlens.anatomy.attention import force_mha_weights
 from vitlens.anatomy.core import register_adapter
-from vitlens.anatomy.spec import NHWC, VECTOR, Block, tokens
+from vitlens.anatomy.spec import NHWC, VECTOR, Anatomy, Block, InputSpec, tokens
 
 _RESNET = "torchvision.models.resnet"
 _VIT = "torchvision.models.vision_transformer"
@@ -78,6 +79,12 @@ def describe_swin(model: nn.Module) -> list[Block]:
     return out
 
 
-register_adapter(lambda m: derives_from(m, _RESNET, "ResNet"), describe_resnet)
-register_adapter(lambda m: derives_from(m, _VIT, "VisionTransformer"), describe_vit)
+def _vit_anatomy(model: nn.Module) -> Anatomy:
+    size = InputSpec(channels=3, size=model.image_size)
+    return Anatomy(tuple(describe_vit(model)), explicit=force_mha_weights, input=size)
+
+
+# torchvision's Swin computes its softmax explicitly already, and a ResNet has no attention.
 register_adapter(lambda m: derives_from(m, _SWIN, "SwinTransformer"), describe_swin)
+register_adapter(lambda m: derives_from(m, _VIT, "VisionTransformer"), _vit_anatomy)
+register_adapter(lambda m: derives_from(m, _RESNET, "ResNet"), describe_resnet)
