@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import typer
+import typer.core
 from rich.console import Console
 from rich.table import Table
 
@@ -195,13 +196,30 @@ def eval_command(
         atomic_write_text(json_out, json.dumps(metrics, indent=1))
 
 
-@app.command("analyze")
+class _AnalysesHelp(typer.core.TyperCommand):
+    """A command whose help ends with the registered analyses, read when the help is shown
+    (so analyses registered after import are listed too)."""
+
+    @property
+    def help(self) -> str:
+        from vitlens.analysis.registry import analyses
+
+        lines = [self._own_help, "Analyses:"]
+        for spec in analyses():
+            options = ", ".join(f"{o.name}={o.default!r}" for o in spec.options)
+            lines.append(
+                f"{spec.name}: {spec.summary}" + (f" [options: {options}]" if options else "")
+            )
+        return "\n\n".join(lines)
+
+    @help.setter
+    def help(self, value: str | None) -> None:
+        self._own_help = value or ""
+
+
+@app.command("analyze", cls=_AnalysesHelp)
 def analyze_command(
-    analysis: str = typer.Argument(
-        ...,
-        help="fourier, variance, cka, lesion, attention, hessian, "
-        "landscape, trajectory, corruptions or freqnoise.",
-    ),
+    analysis: str = typer.Argument(..., help="A registered analysis (listed below)."),
     checkpoint: Path = typer.Argument(..., help="A run folder or a checkpoint .json."),
     batches: int = typer.Option(
         None,
@@ -209,11 +227,14 @@ def analyze_command(
         "whole test split for feature and robustness analyses).",
     ),
     batch_size: int = typer.Option(None, help="Images per batch."),
+    option: list[str] = typer.Option(
+        None, "--option", help="An analysis option KEY=VALUE (YAML value), repeatable."
+    ),
     out: Path = typer.Option(
         None, help="Folder for the Result JSON and figures (default: RUN/analysis)."
     ),
     dataset: str = typer.Option(None, help="Evaluate on another dataset than the training one."),
-    other: Path = typer.Option(None, help="CKA only: a second run to compare against."),
+    other: Path = typer.Option(None, help="A second run to compare against (CKA)."),
     data_dir: str = typer.Option(None, help="Where datasets are found."),
     device: str = typer.Option("auto", help="auto, cpu, cuda or mps."),
     seed: int = typer.Option(0, help="Seed of every random choice of the analysis."),
@@ -221,11 +242,11 @@ def analyze_command(
 ) -> None:
     """Run one analysis of the paper on a trained model; save its Result (JSON) and figures."""
     from vitlens import distributed as dist
-    from vitlens.analysis.runner import ANALYSES, run_analysis
+    from vitlens.analysis.registry import get_analysis
+    from vitlens.analysis.runner import parse_options, run_analysis
     from vitlens.report.figures import draw
 
-    if analysis not in ANALYSES:
-        raise VitlensError(f"unknown analysis {analysis!r}; choose from {', '.join(ANALYSES)}")
+    spec = get_analysis(analysis)
     result = run_analysis(
         analysis,
         checkpoint,
@@ -236,6 +257,7 @@ def analyze_command(
         device=device,
         seed=seed,
         progress=not quiet,
+        options=parse_options(spec, option or []),
         other=other,
     )
     if not dist.is_main():

@@ -1,13 +1,13 @@
-"""The paper as one pipeline: train the zoo, run every analysis, write the report.
+"""The paper as one pipeline: train the zoo, run every registered analysis, write the report.
 
-A study folder holds `study.json` (what was asked), `steps.json` (what is done), `runs/MODEL/`
-(training runs), `results/ANALYSIS/MODEL.json` (Results), `figures/` and `report.html`. Every step
-writes its outputs atomically and is then marked done, so `vitlens study --resume DIR` redoes no
-finished step; a training step that was interrupted continues from its last checkpoint.
+The folder layout is `vitlens.folders.StudyFolder`'s. Every step writes its outputs atomically
+and is then marked done in `steps.json`, so `vitlens study --resume DIR` redoes no finished step;
+a training step that was interrupted continues from its last checkpoint.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 import time
@@ -16,78 +16,26 @@ from pathlib import Path
 from typing import Any
 
 from vitlens import distributed as dist
-from vitlens.analysis.runner import ANALYSES
 from vitlens.errors import ConfigError, UnknownNameError, VitlensError
+from vitlens.folders import StudyFolder
+from vitlens.presets import NANO, STUDY_PRESETS
 from vitlens.train.checkpoint import atomic_write_text
 
-NANO = ["vit_nano", "pit_nano", "swin_nano", "resnet_nano", "alternet_nano"]
-PAPER = ["vit_ti", "pit_ti", "swin_ti", "resnet50", "alternet50"]
 
-# How much data each analysis streams, per preset: (batches, batch size); None = whole split.
-_QUICK_BUDGET = {
-    "fourier": (4, 128),
-    "variance": (4, 128),
-    "cka": (4, 128),
-    "lesion": (4, 128),
-    "attention": (2, 64),
-    "hessian": (10, 16),
-    "landscape": (1, 128),
-    "trajectory": (None, None),
-    "corruptions": (2, 128),
-    "freqnoise": (2, 250),
-}
-_STANDARD_BUDGET = {
-    **{k: (10, 128) for k in ("fourier", "variance", "cka", "lesion")},
-    "attention": (5, 64),
-    "hessian": (20, 16),
-    "landscape": (4, 128),
-    "trajectory": (None, None),
-    "corruptions": (8, 250),
-    "freqnoise": (8, 250),
-}
-_PAPER_BUDGET = {
-    **{k: (None, 256) for k in ("fourier", "variance", "cka", "lesion", "corruptions")},
-    "attention": (20, 64),
-    "hessian": (100, 16),
-    "landscape": (10, 256),
-    "trajectory": (None, None),
-    "freqnoise": (None, 256),
-}
+def _all_analyses() -> list[str]:
+    from vitlens.analysis.registry import analysis_names
 
-STUDY_PRESETS: dict[str, dict[str, Any]] = {
-    "quick": dict(
-        models=NANO,
-        dataset="fashion-mnist-mini",
-        train_preset="quick",
-        epochs=5,
-        fraction=1.0,
-        budget=_QUICK_BUDGET,
-        landscape_steps=11,
-    ),
-    "standard": dict(
-        models=NANO,
-        dataset="fashion-mnist-mini",
-        train_preset="quick",
-        epochs=20,
-        fraction=1.0,
-        budget=_STANDARD_BUDGET,
-        landscape_steps=15,
-    ),
-    "paper": dict(
-        models=PAPER,
-        dataset="cifar100",
-        train_preset="paper",
-        epochs=300,
-        fraction=1.0,
-        budget=_PAPER_BUDGET,
-        landscape_steps=21,
-    ),
-}
+    return analysis_names()
 
 
-@dataclass
+@dataclass(frozen=True)
 class StudyPlan:
-    """What a study trains and analyses; saved as `study.json`."""
+    """What a study trains and analyses; saved as `study.json`. Change it with
+    `dataclasses.replace` (or `with_overrides`), which validates again.
+
+    `budget` maps an analysis to `[batches, batch_size]`; `options` maps an analysis to keyword
+    options for it (e.g. the landscape's grid size at this scale).
+    """
 
     preset: str = "quick"
     models: list[str] = field(default_factory=lambda: list(NANO))
@@ -95,48 +43,111 @@ class StudyPlan:
     fraction: float = 1.0
     epochs: int = 3
     train_preset: str = "quick"
-    analyses: list[str] = field(default_factory=lambda: list(ANALYSES))
+    analyses: list[str] = field(default_factory=_all_analyses)
     budget: dict[str, list] = field(default_factory=dict)
-    landscape_steps: int = 9
+    options: dict[str, dict[str, Any]] = field(default_factory=dict)
     seed: int = 0
     data_dir: str | None = None
     device: str = "auto"
 
+    def __post_init__(self):
+        self.validate()
+
     @staticmethod
     def from_preset(preset: str, **overrides: Any) -> StudyPlan:
+        """The preset's plan, with each analysis's budget at that preset, then `overrides`
+        (None means "keep"; `ANALYSIS_OPTION=value` sets one analysis option)."""
+        from vitlens.analysis.registry import analyses
+
         if preset not in STUDY_PRESETS:
             raise ConfigError(f"unknown study preset {preset!r}; choose from {list(STUDY_PRESETS)}")
-        base = {k: v for k, v in STUDY_PRESETS[preset].items()}
-        base["budget"] = {k: list(v) for k, v in base["budget"].items()}
-        plan = StudyPlan(preset=preset, **base)
+        base = STUDY_PRESETS[preset]
+        specs = analyses()
+        plan = StudyPlan(
+            preset=preset,
+            models=list(base.models),
+            dataset=base.dataset,
+            fraction=base.fraction,
+            epochs=base.epochs,
+            train_preset=base.train_preset,
+            analyses=[s.name for s in specs],
+            budget={s.name: [s.budget(preset).batches, s.budget(preset).batch_size] for s in specs},
+            options={
+                s.name: dict(s.budget(preset).options) for s in specs if s.budget(preset).options
+            },
+        )
+        return plan.with_overrides(**overrides)
+
+    def with_overrides(self, **overrides: Any) -> StudyPlan:
+        """A copy with `overrides` applied (None values are ignored), validated."""
+        known = {f.name for f in dataclasses.fields(self)}
+        fields_ = {k: v for k, v in overrides.items() if k in known and v is not None}
+        options = {k: dict(v) for k, v in self.options.items()}
         for key, value in overrides.items():
-            if value is not None:
-                setattr(plan, key, value)
-        plan.validate()
-        return plan
+            if key not in known and value is not None:
+                analysis, option = _analysis_option(key)
+                options.setdefault(analysis, {})[option] = value
+        return dataclasses.replace(self, **fields_, options=fields_.get("options", options))
 
     def validate(self) -> None:
+        from vitlens.analysis.registry import analysis_names
         from vitlens.models import MODELS
 
+        if not self.models:
+            raise ConfigError("a study needs at least one model")
         unknown = [m for m in self.models if m not in MODELS]
         if unknown:
             raise UnknownNameError(f"unknown model(s) {unknown}; see `vitlens models`")
-        if not self.models:
-            raise ConfigError("a study needs at least one model")
-        bad = [a for a in self.analyses if a not in ANALYSES]
+        names = analysis_names()
+        bad = [a for a in self.analyses if a not in names]
         if bad:
-            raise UnknownNameError(f"unknown analysis {bad}; choose from {', '.join(ANALYSES)}")
-        if not 0 < self.fraction <= 1:
-            raise ConfigError("fraction must be in (0, 1]")
-        if self.epochs < 1:
-            raise ConfigError("epochs must be at least 1")
+            raise UnknownNameError(f"unknown analysis {bad}; choose from {', '.join(names)}")
+        # The training rules (epochs, fraction, seed, device, ...) are the training config's own.
+        for model in self.models:
+            self.train_config(model)
+
+    def train_config(self, model: str):
+        """The training config of one model of the study (validated by `TrainConfig`)."""
+        from vitlens.config import make_config
+
+        return make_config(
+            self.train_preset,
+            model=model,
+            dataset=self.dataset,
+            epochs=self.epochs,
+            warmup_epochs=min(1.0, self.epochs / 3) if self.train_preset == "quick" else None,
+            fraction=self.fraction,
+            seed=self.seed,
+            data_dir=self.data_dir,
+            device=self.device,
+            snapshot_every=1,
+        )
+
+
+def _analysis_option(key: str) -> tuple[str, str]:
+    """`landscape_steps` -> ("landscape", "steps"), for any registered analysis and option."""
+    from vitlens.analysis.registry import analyses
+
+    for spec in analyses():
+        prefix = spec.name + "_"
+        option = key[len(prefix) :]
+        if key.startswith(prefix) and option in {o.name for o in spec.options}:
+            return spec.name, option
+    raise ConfigError(f"a study has no setting {key!r}")
+
+
+def model_family(model: str) -> str:
+    """The family of a zoo model (`vit`, `pit`, `swin`, `resnet`, `alternet`)."""
+    from vitlens.models import MODELS
+
+    return MODELS[model].family.__name__.lower()
 
 
 class Study:
     """Runs a `StudyPlan` in a folder, step by step, resumably."""
 
     def __init__(self, folder: str | Path, plan: StudyPlan, *, quiet: bool = False):
-        self.folder = Path(folder)
+        self.folder = StudyFolder(Path(folder))
         self.plan = plan
         self.quiet = quiet
         self.steps: dict[str, dict[str, Any]] = {}
@@ -145,39 +156,31 @@ class Study:
 
     @staticmethod
     def create(folder: str | Path, plan: StudyPlan, *, quiet: bool = False) -> Study:
-        folder = Path(folder)
         study = Study(folder, plan, quiet=quiet)
+        root = study.folder.root
         if dist.is_main():
-            if folder.exists() and any(folder.iterdir()):
+            if root.exists() and any(root.iterdir()):
                 raise VitlensError(
-                    f"{folder} already exists and is not empty; use `vitlens study --resume "
-                    f"{folder}` to continue it or choose another --out (nothing was overwritten)"
+                    f"{root} already exists and is not empty; use `vitlens study --resume "
+                    f"{root}` to continue it or choose another --out (nothing was overwritten)"
                 )
-            folder.mkdir(parents=True, exist_ok=True)
-            atomic_write_text(folder / "study.json", json.dumps(asdict(plan), indent=1))
+            root.mkdir(parents=True, exist_ok=True)
+            atomic_write_text(study.folder.plan_file, json.dumps(asdict(plan), indent=1))
             study._save_steps()
         dist.barrier()
         return study
 
     @staticmethod
     def open(folder: str | Path, *, quiet: bool = False, **overrides: Any) -> Study:
-        folder = Path(folder)
+        data, steps = StudyFolder(Path(folder)).read_state()
+        known = {f.name for f in dataclasses.fields(StudyPlan)}
         try:
-            data = json.loads((folder / "study.json").read_text())
-            steps = json.loads((folder / "steps.json").read_text())
-        except (FileNotFoundError, NotADirectoryError):
-            raise VitlensError(
-                f"{folder} is not a study folder (no study.json/steps.json); start one with "
-                "`vitlens study --out DIR`"
-            ) from None
-        except json.JSONDecodeError as err:
-            raise VitlensError(f"{folder}/study.json or steps.json is corrupt: {err}") from None
-        plan = StudyPlan(**data)
-        for key, value in overrides.items():
-            if value is not None:
-                setattr(plan, key, value)
-        plan.validate()
-        study = Study(folder, plan, quiet=quiet)
+            plan = StudyPlan(**{k: v for k, v in data.items() if k in known})
+            # Keys of older plans (e.g. landscape_steps) are analysis options.
+            plan = plan.with_overrides(**{k: v for k, v in data.items() if k not in known})
+        except TypeError as err:
+            raise VitlensError(f"{folder}/study.json does not describe a study: {err}") from None
+        study = Study(folder, plan.with_overrides(**overrides), quiet=quiet)
         study.steps = steps
         return study
 
@@ -185,18 +188,21 @@ class Study:
 
     def run(self) -> Path:
         """Train, analyse and report; returns the report's path."""
+        from vitlens.analysis.registry import get_analysis
+
         for model in self.plan.models:
             self._step(f"train/{model}", lambda m=model: self._train(m))
-        for analysis in self.plan.analyses:
+        for name in self.plan.analyses:
+            spec = get_analysis(name)
             for model in self.plan.models:
-                if analysis == "attention" and not self._has_msa(model):
+                if not spec.needs <= self._kinds(model):
                     continue
-                self._step(f"{analysis}/{model}", lambda a=analysis, m=model: self._analyse(a, m))
+                self._step(f"{name}/{model}", lambda a=name, m=model: self._analyse(a, m))
         if dist.is_main():
             from vitlens.report.html import write_report
 
-            return write_report(self.folder)
-        return self.folder / "report.html"
+            return write_report(self.folder.root)
+        return self.folder.report
 
     def _step(self, name: str, work) -> None:
         if self.steps.get(name, {}).get("status") == "done":
@@ -214,7 +220,7 @@ class Study:
         dist.barrier()
 
     def _save_steps(self) -> None:
-        atomic_write_text(self.folder / "steps.json", json.dumps(self.steps, indent=1))
+        atomic_write_text(self.folder.steps_file, json.dumps(self.steps, indent=1))
 
     def _say(self, text: str) -> None:
         if not self.quiet and dist.is_main():
@@ -223,62 +229,44 @@ class Study:
             Console(stderr=True).print(text, highlight=False)
 
     def run_folder(self, model: str) -> Path:
-        return self.folder / "runs" / model
+        return self.folder.run(model)
 
     def _train(self, model: str) -> list[Path]:
-        from vitlens.config import make_config
         from vitlens.train import Trainer
 
-        p = self.plan
-        out = self.run_folder(model)
-        cfg = make_config(
-            p.train_preset,
-            model=model,
-            dataset=p.dataset,
-            epochs=p.epochs,
-            warmup_epochs=min(1.0, p.epochs / 3) if p.train_preset == "quick" else None,
-            fraction=p.fraction,
-            seed=p.seed,
-            data_dir=p.data_dir,
-            device=p.device,
-            snapshot_every=1,
-        )
+        out = self.folder.run(model)
         resume = (out / "checkpoints" / "last.json").exists()
         if not resume and out.exists() and dist.is_main():
             # Killed before its first checkpoint: nothing in it is worth keeping.
             shutil.rmtree(out)
         dist.barrier()
-        Trainer(cfg, out, resume=resume, quiet=self.quiet).run()
+        Trainer(self.plan.train_config(model), out, resume=resume, quiet=self.quiet).run()
         return [out]
 
-    def _has_msa(self, model: str) -> bool:
+    def _kinds(self, model: str) -> set[str]:
         import torch
 
-        from vitlens.anatomy import describe
+        from vitlens.anatomy import anatomy_of
         from vitlens.models import create_model
 
         with torch.device("meta"):
-            blocks = describe(create_model(model))
-        return any(b.kind == "msa" for b in blocks)
+            return anatomy_of(create_model(model)).kinds()
 
     def _analyse(self, analysis: str, model: str) -> list[Path]:
         from vitlens.analysis.runner import run_analysis
 
         batches, batch_size = self.plan.budget.get(analysis, (None, None))
-        options: dict[str, Any] = {}
-        if analysis == "landscape":
-            options["steps"] = self.plan.landscape_steps
         result = run_analysis(
             analysis,
-            self.run_folder(model),
+            self.folder.run(model),
             batches=batches,
             batch_size=batch_size,
             data_dir=self.plan.data_dir,
             device=self.plan.device,
             seed=self.plan.seed,
             progress=not self.quiet,
-            options=options,
+            options=self.plan.options.get(analysis, {}),
         )
         if not dist.is_main():
             return []
-        return [result.save(self.folder / "results" / analysis / f"{model}.json")]
+        return [result.save(self.folder.result(analysis, model))]

@@ -41,7 +41,9 @@ from typing import ClassVar
 import torch
 from torch import nn
 
+from vitlens.analysis.registry import register_analysis
 from vitlens.analysis.result import Provenance, Result
+from vitlens.analysis.spec import AnalysisSpec, Budget, Figure, Inputs
 from vitlens.analysis.streaming import (
     Batch,
     evaluating,
@@ -376,3 +378,43 @@ def attention_stats(
         n_images=n_images,
         n_batches=n_batches,
     )
+
+
+# -- spec -----------------------------------------------------------------------------------------
+
+
+def _run(inputs: Inputs) -> AttentionResult:
+    return attention_stats(
+        inputs.model,
+        inputs.batches,
+        device=inputs.device,
+        progress=inputs.progress,
+        provenance=inputs.provenance,
+        **inputs.options,
+    )
+
+
+SPEC = register_analysis(
+    AnalysisSpec(
+        name="attention",
+        summary="attention distance, entropy and data specificity per head and block",
+        run=_run,
+        data="test",
+        section="features",
+        order=50,
+        budgets={
+            "analyze": Budget(None, 128),
+            "quick": Budget(2, 64),
+            "standard": Budget(5, 64),
+            "paper": Budget(20, 64),
+        },
+        figures=(
+            Figure(
+                "attention",
+                "vitlens.report.figures_features:plot_attention",
+                "Mean attention distance and entropy per head and block.",
+            ),
+        ),
+        needs=frozenset({"msa"}),
+    )
+)

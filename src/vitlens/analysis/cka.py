@@ -26,6 +26,7 @@ needs n ≥ 4 (it divides by n - 3); a smaller batch is a VitlensError.
 from __future__ import annotations
 
 import contextlib
+import statistics
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -34,7 +35,10 @@ from typing import ClassVar
 import torch
 from torch import nn
 
+from vitlens.analysis.claim import Claim, StudyView, not_measured
+from vitlens.analysis.registry import register_analysis
 from vitlens.analysis.result import Provenance, Result
+from vitlens.analysis.spec import FEATURE_BUDGETS, AnalysisSpec, Figure, Inputs
 from vitlens.analysis.streaming import (
     Batch,
     evaluating,
@@ -255,3 +259,56 @@ def cka(
         n_images=n_images,
         n_batches=n_batches,
     )
+
+
+# -- the paper's claim this analysis measures, and its spec -------------------------------------
+
+
+def c12_cka(view: StudyView) -> Claim:
+    claim = "Multi-stage models show block-structured CKA; ViT is uniform"
+    paper = "block-diagonal for ResNet/PiT/Swin, uniform for ViT"
+    r_vit, r_cnn = view.pair("cka")
+    if r_vit is None or r_cnn is None:
+        return not_measured("C12", claim, paper)
+
+    def mean_offdiag(m: list[list[float]]) -> float:
+        n = len(m)
+        return statistics.fmean(m[i][j] for i in range(n) for j in range(n) if i != j)
+
+    v, c = mean_offdiag(r_vit.matrix), mean_offdiag(r_cnn.matrix)
+    return Claim(
+        "C12", claim, paper, f"mean CKA between blocks: ViT {v:.2f} vs ResNet {c:.2f}", v > c
+    )
+
+
+def _run(inputs: Inputs) -> CKAResult:
+    return cka(
+        inputs.model,
+        inputs.batches,
+        other=inputs.other,
+        device=inputs.device,
+        progress=inputs.progress,
+        provenance=inputs.provenance,
+        **inputs.options,
+    )
+
+
+SPEC = register_analysis(
+    AnalysisSpec(
+        name="cka",
+        summary="minibatch linear CKA between all pairs of blocks (with --other: two models)",
+        run=_run,
+        data="test",
+        section="features",
+        order=30,
+        budgets=FEATURE_BUDGETS,
+        figures=(
+            Figure(
+                "cka",
+                "vitlens.report.figures_features:plot_cka",
+                "Representational similarity (minibatch linear CKA) between all pairs of blocks.",
+            ),
+        ),
+        claims=(c12_cka,),
+    )
+)

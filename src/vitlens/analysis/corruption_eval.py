@@ -33,7 +33,9 @@ import torch
 from torch import nn
 
 from vitlens import distributed as dist
+from vitlens.analysis.registry import register_analysis
 from vitlens.analysis.result import Provenance, Result
+from vitlens.analysis.spec import AnalysisSpec, Budget, Column, Figure, Inputs
 from vitlens.analysis.streaming import (
     Batch,
     evaluating,
@@ -457,6 +459,52 @@ def clean_batches(dataset, batch_size: int = 256, limit: int | None = None) -> I
         j = min(i + batch_size, n)
         yield dataset.images[i:j].float() / 255, dataset.labels[i:j]
 
+
+# -- spec -----------------------------------------------------------------------------------------
+
+
+def _run(inputs: Inputs) -> CorruptionResult:
+    return corruption_robustness(
+        inputs.model,
+        inputs.batches,
+        normalize=inputs.normalize,
+        seed=inputs.seed,
+        device=inputs.device,
+        progress=inputs.progress,
+        provenance=inputs.provenance,
+        **inputs.options,
+    )
+
+
+SPEC = register_analysis(
+    AnalysisSpec(
+        name="corruptions",
+        summary="accuracy under the 15 common corruptions at 5 severities (CIFAR-C/ImageNet-C)",
+        run=_run,
+        data="test_unit",
+        section="features",
+        order=100,
+        budgets={
+            "analyze": Budget(None, 256),
+            "quick": Budget(2, 128),
+            "standard": Budget(8, 250),
+            "paper": Budget(None, 256),
+        },
+        figures=(
+            Figure(
+                "corruptions",
+                "vitlens.report.figures_robustness:plot_corruption_bars",
+                "Accuracy under the 15 common corruptions (mean over 5 severities).",
+            ),
+            Figure(
+                "corruptions_heatmap",
+                "vitlens.report.figures_robustness:plot_corruption_heatmap",
+                "Accuracy per corruption and severity.",
+            ),
+        ),
+        columns=(Column("corruption acc", lambda r: f"{r.mean_accuracy:.2%}"),),
+    )
+)
 
 __all__ = [
     "CorruptionResult",

@@ -22,6 +22,7 @@ Statistics are streamed: a running float64 sum of each block's curve over images
 
 from __future__ import annotations
 
+import statistics
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -30,7 +31,10 @@ from typing import ClassVar
 import torch
 from torch import nn
 
+from vitlens.analysis.claim import Claim, StudyView, block_deltas, not_measured
+from vitlens.analysis.registry import register_analysis
 from vitlens.analysis.result import Provenance, Result
+from vitlens.analysis.spec import FEATURE_BUDGETS, AnalysisSpec, Figure, Inputs, Option
 from vitlens.analysis.streaming import (
     Batch,
     float64_device,
@@ -182,3 +186,56 @@ def fourier(
         n_images=sums.n_images,
         n_batches=sums.n_batches,
     )
+
+
+# -- the paper's claim this analysis measures, and its spec -------------------------------------
+
+
+def c9_low_pass(view: StudyView) -> Claim:
+    claim = "MSAs are low-pass: they lower high-frequency amplitude; Convs and MLPs raise it"
+    paper = "most ViT MSA blocks lower ΔLog amplitude at 1.0π; MLPs/Convs raise it"
+    f = view.result("fourier", view.vit)
+    msa = block_deltas(f.high_frequency, f.kinds, "msa") if f else []
+    mlp = block_deltas(f.high_frequency, f.kinds, "mlp") if f else []
+    if not msa or not mlp:
+        return not_measured("C9", claim, paper)
+    down = sum(d < 0 for d in msa) / len(msa)
+    measured = (
+        f"{down:.0%} of MSA blocks lower it (mean {statistics.fmean(msa):+.3f}); "
+        f"MLP mean {statistics.fmean(mlp):+.3f}"
+    )
+    return Claim("C9", claim, paper, measured, statistics.fmean(msa) < statistics.fmean(mlp))
+
+
+def _run(inputs: Inputs) -> FourierResult:
+    return fourier(
+        inputs.model,
+        inputs.batches,
+        device=inputs.device,
+        progress=inputs.progress,
+        provenance=inputs.provenance,
+        **inputs.options,
+    )
+
+
+SPEC = register_analysis(
+    AnalysisSpec(
+        name="fourier",
+        summary="relative log amplitude of the feature maps' Fourier transform (paper §3)",
+        run=_run,
+        data="test",
+        section="features",
+        order=10,
+        budgets=FEATURE_BUDGETS,
+        options=(Option("eps", EPS, "offset inside the log of the amplitude"),),
+        figures=(
+            Figure(
+                "fourier",
+                "vitlens.report.figures_features:plot_fourier",
+                "Relative log amplitude of the feature maps' Fourier transform at 1.0π against "
+                "depth, MSA blocks shaded (paper Fig. 2a, 8).",
+            ),
+        ),
+        claims=(c9_low_pass,),
+    )
+)

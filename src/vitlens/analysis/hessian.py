@@ -33,8 +33,11 @@ from torch import nn
 from torch.overrides import TorchFunctionMode
 
 from vitlens import distributed as dist
+from vitlens.analysis.claim import Claim, StudyView, not_measured
 from vitlens.analysis.linalg import Eigs, lanczos, power_iteration
+from vitlens.analysis.registry import register_analysis
 from vitlens.analysis.result import Provenance, Result
+from vitlens.analysis.spec import AnalysisSpec, Budget, Figure, Inputs, Option
 from vitlens.analysis.streaming import progress_bar, provenance_for
 from vitlens.anatomy import Block, anatomy_of, describe, explicit_attention, tapping, unwrap
 from vitlens.data.dataset import mix_seed
@@ -636,3 +639,74 @@ def hessian_spectrum(
         seed=seed,
         world=world,
     )
+
+
+# -- the paper's claims this analysis measures, and its spec ------------------------------------
+
+
+def c4_nep(view: StudyView) -> Claim:
+    claim = "ViT has negative Hessian eigenvalues; ResNet almost none"
+    paper = "NEP ViT > NEP ResNet ≈ 0"
+    h_vit, h_cnn = view.pair("hessian")
+    if h_vit is None or h_cnn is None:
+        return not_measured("C4", claim, paper)
+    measured = f"NEP {h_vit.nep:.1%} vs {h_cnn.nep:.1%}"
+    return Claim("C4", claim, paper, measured, h_vit.nep > h_cnn.nep)
+
+
+def c5_ape(view: StudyView) -> Claim:
+    claim = "ViT's positive Hessian eigenvalues are smaller (flatter) than ResNet's"
+    paper = "APE ViT ≈ 36 vs ResNet ≈ 294 at warm-up"
+    h_vit, h_cnn = view.pair("hessian")
+    if h_vit is None or h_cnn is None:
+        return not_measured("C5", claim, paper)
+    measured = f"APE {h_vit.ape:.3g} vs {h_cnn.ape:.3g}"
+    return Claim("C5", claim, paper, measured, h_vit.ape < h_cnn.ape)
+
+
+def _run(inputs: Inputs) -> HessianResult:
+    return hessian_spectrum(
+        inputs.model,
+        inputs.batches,
+        weight_decay=inputs.weight_decay,
+        batch_size=inputs.batch_size,
+        n_batches=inputs.n_batches,
+        augment=inputs.mixer,
+        seed=inputs.seed,
+        progress=inputs.progress,
+        provenance=inputs.provenance,
+        **inputs.options,
+    )
+
+
+SPEC = register_analysis(
+    AnalysisSpec(
+        name="hessian",
+        summary="top Hessian eigenvalues per minibatch of augmented training data, NEP and APE",
+        run=_run,
+        data="train_augmented",
+        section="optimization",
+        order=60,
+        budgets={
+            "analyze": Budget(20, 16),
+            "quick": Budget(10, 16),
+            "standard": Budget(20, 16),
+            "paper": Budget(100, 16),
+        },
+        options=(
+            Option("k", 5, "eigenvalues per minibatch"),
+            Option("tol", 1e-3, "Lanczos tolerance"),
+            Option("objective", "nll+l2", "nll or nll+l2"),
+        ),
+        figures=(
+            Figure(
+                "hessian",
+                "vitlens.report.figures_surface:plot_hessian_spectra",
+                "Hessian max-eigenvalue spectra (top eigenvalues per minibatch of augmented "
+                "training data, NLL + L2), models overlaid; NEP and APE in the legend "
+                "(paper Fig. 1c, 4).",
+            ),
+        ),
+        claims=(c4_nep, c5_ape),
+    )
+)

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import math
 import re
+import statistics
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -41,6 +42,7 @@ import torch
 from torch import nn
 
 from vitlens import distributed as dist
+from vitlens.analysis.claim import Claim, StudyView, not_measured
 from vitlens.analysis.hessian import (
     Augment,
     Criterion,
@@ -51,7 +53,9 @@ from vitlens.analysis.hessian import (
     progress_bar,
     seeded_rng,
 )
+from vitlens.analysis.registry import register_analysis
 from vitlens.analysis.result import Provenance, Result
+from vitlens.analysis.spec import AnalysisSpec, Budget, Figure, Inputs, Option
 from vitlens.analysis.streaming import provenance_for
 from vitlens.anatomy import anatomy_of, unwrap
 from vitlens.data.dataset import mix_seed
@@ -429,3 +433,84 @@ def loss_landscape(
         train_mode=train_mode,
         order=order,
     )
+
+
+# -- the paper's claim this analysis measures, and its spec -------------------------------------
+
+
+def landscape_rise(result, radius: float) -> float:
+    """Mean of loss - centre loss over the L-infinity box of `radius` (paper.md §5, C8)."""
+    xs, ys, loss = result.xs, result.ys or [0.0], result.loss
+    cx = min(range(len(xs)), key=lambda i: abs(xs[i]))
+    cy = min(range(len(ys)), key=lambda j: abs(ys[j]))
+    centre = loss[cy][cx] if result.dims == 2 else loss[0][cx]
+    rows = loss if result.dims == 2 else [loss[0]]
+    vals = [
+        rows[j][i] - centre
+        for j in range(len(rows))
+        for i in range(len(xs))
+        if abs(xs[i]) <= radius + 1e-9 and (result.dims == 1 or abs(ys[j]) <= radius + 1e-9)
+    ]
+    return statistics.fmean(vals)
+
+
+def c8_flat_landscape(view: StudyView) -> Claim:
+    claim = "The loss landscape (NLL + L2, augmented data) is flatter for ViT"
+    paper = "mean rise at radius 0.5 / 1.0: ViT +5.8 / +15.1 vs ResNet +9.5 / +24.9"
+    l_vit, l_cnn = view.pair("landscape")
+    if l_vit is None or l_cnn is None:
+        return not_measured("C8", claim, paper)
+    v, c = landscape_rise(l_vit, 1.0), landscape_rise(l_cnn, 1.0)
+    v5, c5 = landscape_rise(l_vit, 0.5), landscape_rise(l_cnn, 0.5)
+    measured = f"ViT +{v5:.3g} / +{v:.3g} vs ResNet +{c5:.3g} / +{c:.3g}"
+    return Claim("C8", claim, paper, measured, v < c)
+
+
+def _run(inputs: Inputs) -> LandscapeResult:
+    return loss_landscape(
+        inputs.model,
+        inputs.batches,
+        weight_decay=inputs.weight_decay,
+        augment=inputs.mixer,
+        n_batches=inputs.n_batches,
+        seed=inputs.seed,
+        progress=inputs.progress,
+        provenance=inputs.provenance,
+        **inputs.options,
+    )
+
+
+SPEC = register_analysis(
+    AnalysisSpec(
+        name="landscape",
+        summary="1-D/2-D loss landscape along filter-normalised random directions (paper Fig. 1a)",
+        run=_run,
+        data="train_augmented",
+        section="optimization",
+        order=70,
+        budgets={
+            "analyze": Budget(4, 128, {"steps": 11}),
+            "quick": Budget(1, 128, {"steps": 11}),
+            "standard": Budget(4, 128, {"steps": 15}),
+            "paper": Budget(10, 256, {"steps": 21}),
+        },
+        options=(
+            Option("dims", 2, "1 or 2 directions"),
+            Option("steps", 21, "grid points per direction"),
+            Option("span", 1.0, "the grid covers [-span, span]"),
+        ),
+        figures=(
+            Figure(
+                "landscape",
+                "vitlens.report.figures_surface:plot_landscape",
+                "2-D loss landscape (NLL + L2) along filter-normalized random directions.",
+            ),
+            Figure(
+                "landscape_1d",
+                "vitlens.report.figures_surface:plot_landscape_curves",
+                "1-D slices of the loss landscapes, models overlaid (paper Fig. 1a).",
+            ),
+        ),
+        claims=(c8_flat_landscape,),
+    )
+)

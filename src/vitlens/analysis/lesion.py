@@ -11,6 +11,7 @@ variant, so a DataLoader is iterated a single time whatever the number of branch
 
 from __future__ import annotations
 
+import statistics
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -20,7 +21,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from vitlens.analysis.claim import Claim, StudyView, not_measured
+from vitlens.analysis.registry import register_analysis
 from vitlens.analysis.result import Provenance, Result
+from vitlens.analysis.spec import FEATURE_BUDGETS, AnalysisSpec, Figure, Inputs, Option
 from vitlens.analysis.streaming import (
     Batch,
     evaluating,
@@ -146,3 +150,54 @@ def lesion(
         n_images=n_images,
         n_batches=n_batches,
     )
+
+
+# -- the paper's claim this analysis measures, and its spec -------------------------------------
+
+
+def c13_stage_end_msa(view: StudyView) -> Claim:
+    claim = "MSAs at the end of a stage matter more than the blocks before them"
+    paper = "Swin: last MSA of stages 2/3/4 −1.44/−0.56/−1.88 pp; mid-stage units −0.16 … −0.39"
+    model = view.first("alternet", "swin")
+    r = view.result("lesion", model)
+    pairs = list(zip(r.delta_accuracy, r.kinds, strict=True)) if r else []
+    msa = [d for d, k in pairs if k == "msa"]
+    other = [d for d, k in pairs if k != "msa"]
+    if not msa or not other:
+        return not_measured("C13", claim, paper)
+    a, b = statistics.fmean(msa), statistics.fmean(other)
+    measured = f"{model}: MSA lesions {a * 100:+.1f} pp vs other blocks {b * 100:+.1f} pp"
+    return Claim("C13", claim, paper, measured, a < b)
+
+
+def _run(inputs: Inputs) -> LesionResult:
+    return lesion(
+        inputs.model,
+        inputs.batches,
+        device=inputs.device,
+        progress=inputs.progress,
+        provenance=inputs.provenance,
+        **inputs.options,
+    )
+
+
+SPEC = register_analysis(
+    AnalysisSpec(
+        name="lesion",
+        summary="accuracy and NLL with one residual branch removed at a time (paper §4)",
+        run=_run,
+        data="test",
+        section="features",
+        order=40,
+        budgets=FEATURE_BUDGETS,
+        options=(Option("blocks", None, "names of the blocks to lesion (default: all)"),),
+        figures=(
+            Figure(
+                "lesion",
+                "vitlens.report.figures_features:plot_lesion",
+                "Change in accuracy and NLL when one residual branch is removed (paper §4).",
+            ),
+        ),
+        claims=(c13_stage_end_msa,),
+    )
+)

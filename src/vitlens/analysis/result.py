@@ -22,20 +22,8 @@ from vitlens.errors import VitlensError
 
 _REGISTRY: dict[str, type[Result]] = {}
 
-# Where each kind of Result is defined, so a fresh process can read any saved Result.
-_MODULES = {
-    "fourier": "vitlens.analysis.fourier",
-    "variance": "vitlens.analysis.variance",
-    "cka": "vitlens.analysis.cka",
-    "lesion": "vitlens.analysis.lesion",
-    "attention": "vitlens.analysis.attention_stats",
-    "hessian": "vitlens.analysis.hessian",
-    "landscape": "vitlens.analysis.landscape",
-    "trajectory": "vitlens.analysis.trajectory",
-    "corruptions": "vitlens.analysis.corruption_eval",
-    "freqnoise": "vitlens.analysis.freqnoise_eval",
-    "buildup": "vitlens.buildup",
-}
+# Results that are not an analysis's (the build-up search) are defined here.
+_OTHER_RESULT_MODULES = ("vitlens.buildup",)
 
 
 @dataclass(frozen=True)
@@ -100,8 +88,12 @@ class Result:
 def result_from_dict(data: dict[str, Any]) -> Result:
     """Rebuild a Result of the right class from `Result.to_dict()` output."""
     name = data.get("analysis")
-    if name not in _REGISTRY and name in _MODULES:
-        importlib.import_module(_MODULES[name])
+    if name not in _REGISTRY:
+        from vitlens.analysis.registry import load_builtin
+
+        load_builtin()  # every analysis module defines its Result class
+    for module in _OTHER_RESULT_MODULES if name not in _REGISTRY else ():
+        importlib.import_module(module)
     if name not in _REGISTRY:
         raise VitlensError(f"unknown result kind {name!r}; known: {sorted(_REGISTRY)}")
     cls = _REGISTRY[name]

@@ -9,29 +9,25 @@ analysis, and stamps the Result with its provenance.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from vitlens.analysis.result import Provenance, Result
-from vitlens.errors import UnknownNameError, VitlensError
+from vitlens.analysis.spec import AnalysisSpec, Inputs
+from vitlens.errors import VitlensError
 
-ANALYSES = (
-    "fourier",
-    "variance",
-    "cka",
-    "lesion",
-    "attention",
-    "hessian",
-    "landscape",
-    "trajectory",
-    "corruptions",
-    "freqnoise",
-)
+
+def __getattr__(name: str):
+    # `ANALYSES`: the registered analysis names, computed when asked (specs can be added later).
+    if name == "ANALYSES":
+        from vitlens.analysis.registry import analysis_names
+
+        return tuple(analysis_names())
+    raise AttributeError(name)
 
 
 @dataclass
@@ -143,24 +139,57 @@ class _Smoother:
         return x, smooth_targets(y, self.num_classes, self.smoothing)
 
 
-def provenance_for(
-    subject: Subject,
-    *,
-    dataset: str,
-    split: str,
-    seed: int | None,
-    device: torch.device,
-    wall: float,
-) -> Provenance:
+def _provenance(subject: Subject, spec: AnalysisSpec, dataset: str | None, seed: int):
+    """What the runner knows of a Result's origin; the analysis adds device and wall time."""
     return Provenance.now(
         model=subject.name,
         checkpoint_sha256=subject.record.get("model_sha256"),
-        dataset=dataset,
-        split=split,
+        dataset=dataset or subject.config["dataset"],
+        split=spec.split,
         seed=seed,
-        device=str(device),
-        wall_seconds=wall,
     )
+
+
+def parse_options(spec: AnalysisSpec, pairs: list[str]) -> dict[str, Any]:
+    """`KEY=VALUE` strings (YAML values) for the options `spec` declares."""
+    import yaml
+
+    declared = {o.name for o in spec.options}
+    options = {}
+    for pair in pairs:
+        key, sep, text = pair.partition("=")
+        if not sep or key not in declared:
+            raise VitlensError(
+                f"{spec.name} takes options {sorted(declared) or 'none'} as KEY=VALUE, got {pair!r}"
+            )
+        try:
+            options[key] = yaml.safe_load(text)
+        except yaml.YAMLError as err:
+            raise VitlensError(f"option {key}: {text!r} is not a YAML value ({err})") from None
+    return options
+
+
+def _options(spec: AnalysisSpec, given: dict[str, Any] | None) -> dict[str, Any]:
+    """The analysis's declared defaults, then the caller's options."""
+    options = {**spec.option_defaults(), **spec.budget("analyze").options, **(given or {})}
+    # Defaults of None mean "the function's own default": leave them out.
+    return {k: v for k, v in options.items() if v is not None or k in (given or {})}
+
+
+def _prepare(spec, subject, dev, *, batches, batch_size, dataset, data_dir, seed) -> dict:
+    """The data `spec` streams, as keyword arguments of `Inputs`."""
+    budget = spec.budget("analyze")
+    size = batch_size or budget.batch_size
+    limit = batches if batches is not None else budget.batches
+    where = dict(dataset=dataset, data_dir=data_dir, batch_size=size, limit=limit)
+    if spec.data == "snapshots":
+        return {"batches": None, "checkpoint": subject.path}
+    if spec.data == "train_augmented":
+        data, _info, mixer = training_batches(subject, seed=seed, **where)
+        wd = subject.config.get("weight_decay", 0.0)
+        return dict(batches=data, mixer=mixer, weight_decay=wd, n_batches=limit, batch_size=size)
+    data, info = clean_batches(subject, unit_range=spec.data == "test_unit", **where)
+    return dict(batches=data, normalize=(info.mean, info.std), n_batches=limit, batch_size=size)
 
 
 def run_analysis(
@@ -177,143 +206,43 @@ def run_analysis(
     options: dict[str, Any] | None = None,
     other: str | Path | None = None,
 ) -> Result:
-    """Run analysis `name` on the model in `checkpoint`.
+    """Run the registered analysis `name` on the model in `checkpoint`.
 
     Args:
-        name: one of `ANALYSES`.
+        name: a registered analysis (`vitlens.analysis.registry.analysis_names()`).
         checkpoint: a run folder or checkpoint record.
-        batches: how many batches to stream (default: the analysis's own default; the whole
-            test split for the feature and robustness analyses).
+        batches: how many batches to stream (default: the analysis's `analyze` budget; the
+            whole test split for the feature and robustness analyses).
         batch_size: images per batch (default: the analysis's own).
         dataset: evaluate on another dataset than the model was trained on.
         options: extra keyword arguments for the analysis function.
-        other: a second model, for CKA between two models.
+        other: a second model, for analyses that compare two (CKA).
     """
+    from vitlens.analysis.registry import get_analysis
     from vitlens.train.loop import resolve_device
 
-    if name not in ANALYSES:
-        raise UnknownNameError(f"unknown analysis {name!r}; choose from {', '.join(ANALYSES)}")
+    spec = get_analysis(name)
     dev = resolve_device(device)
-    options = dict(options or {})
     subject = load_subject(checkpoint, dev)
-    start = time.perf_counter()
-    split = "test"
-    if name == "trajectory":
-        from vitlens.analysis.trajectory import polar_trajectory
-
-        result = polar_trajectory(checkpoint, **options)
-        split = "-"
-    elif name in ("hessian", "landscape"):
-        split = "train"
-        size = batch_size or (16 if name == "hessian" else 128)
-        limit = batches or (20 if name == "hessian" else 4)
-        data, info, mixer = training_batches(
-            subject, dataset=dataset, data_dir=data_dir, batch_size=size, limit=limit, seed=seed
-        )
-        wd = subject.config.get("weight_decay", 0.0)
-        if name == "hessian":
-            from vitlens.analysis.hessian import hessian_spectrum
-
-            result = hessian_spectrum(
-                subject.model,
-                data,
-                weight_decay=wd,
-                batch_size=size,
-                n_batches=limit,
-                augment=mixer,
-                seed=seed,
-                progress=progress,
-                **options,
-            )
-        else:
-            from vitlens.analysis.landscape import loss_landscape
-
-            options.setdefault("steps", 11)
-            result = loss_landscape(
-                subject.model,
-                data,
-                weight_decay=wd,
-                augment=mixer,
-                n_batches=limit,
-                seed=seed,
-                progress=progress,
-                **options,
-            )
-    elif name in ("corruptions", "freqnoise"):
-        data, info = clean_batches(
-            subject,
-            dataset=dataset,
-            data_dir=data_dir,
-            batch_size=batch_size or 256,
-            limit=batches,
-            unit_range=True,
-        )
-        normalize = (info.mean, info.std)
-        if name == "corruptions":
-            from vitlens.analysis.corruption_eval import corruption_robustness
-
-            result = corruption_robustness(
-                subject.model,
-                data,
-                normalize=normalize,
-                seed=seed,
-                device=dev,
-                progress=progress,
-                **options,
-            )
-        else:
-            from vitlens.analysis.freqnoise_eval import frequency_noise_robustness
-
-            options.setdefault("eps", 0.1)
-            result = frequency_noise_robustness(
-                {subject.name: subject.model},
-                data,
-                normalize=normalize,
-                seed=seed,
-                device=dev,
-                progress=progress,
-                **options,
-            )
-    else:
-        data, info = clean_batches(
-            subject,
-            dataset=dataset,
-            data_dir=data_dir,
-            batch_size=batch_size or 128,
-            limit=batches,
-        )
-        result = _feature_analysis(name, subject, data, dev, progress, options, other)
-    prov = provenance_for(
+    prepared = _prepare(
+        spec,
         subject,
-        dataset=dataset or subject.config["dataset"],
-        split=split,
+        dev,
+        batches=batches,
+        batch_size=batch_size,
+        dataset=dataset,
+        data_dir=data_dir,
         seed=seed,
-        device=dev,
-        wall=time.perf_counter() - start,
     )
-    return replace(result, provenance=prov)
-
-
-def _feature_analysis(name, subject, data, dev, progress, options, other):
-    kw = dict(device=dev, progress=progress, **options)
-    if name == "fourier":
-        from vitlens.analysis.fourier import fourier
-
-        return fourier(subject.model, data, **kw)
-    if name == "variance":
-        from vitlens.analysis.variance import variance
-
-        return variance(subject.model, data, **kw)
-    if name == "lesion":
-        from vitlens.analysis.lesion import lesion
-
-        return lesion(subject.model, data, **kw)
-    if name == "attention":
-        from vitlens.analysis.attention_stats import attention_stats
-
-        return attention_stats(subject.model, data, **kw)
-    from vitlens.analysis.cka import cka
-
-    if other is not None:
-        return cka(subject.model, data, other=load_subject(other, dev).model, **kw)
-    return cka(subject.model, data, **kw)
+    inputs = Inputs(
+        model=subject.model,
+        device=dev,
+        seed=seed,
+        progress=progress,
+        options=_options(spec, options),
+        name=subject.name,
+        other=None if other is None else load_subject(other, dev).model,
+        provenance=_provenance(subject, spec, dataset, seed),
+        **prepared,
+    )
+    return spec.run(inputs)

@@ -26,7 +26,9 @@ from typing import ClassVar
 
 import torch
 
+from vitlens.analysis.registry import register_analysis
 from vitlens.analysis.result import Provenance, Result
+from vitlens.analysis.spec import AnalysisSpec, Figure, Inputs
 from vitlens.errors import VitlensError
 
 DEFAULT_EXCLUDE = (r"running_mean$", r"running_var$", r"num_batches_tracked$")
@@ -164,3 +166,30 @@ def polar_trajectory(
         n_values=sum(t.numel() for t in w_star.values()),
         excluded=sorted(dropped),
     )
+
+
+# -- spec -----------------------------------------------------------------------------------------
+
+
+def _run(inputs: Inputs) -> TrajectoryResult:
+    return polar_trajectory(inputs.checkpoint, provenance=inputs.provenance, **inputs.options)
+
+
+SPEC = register_analysis(
+    AnalysisSpec(
+        name="trajectory",
+        summary="optimization trajectory in polar form from the run's weight snapshots",
+        run=_run,
+        data="snapshots",
+        section="optimization",
+        order=80,
+        figures=(
+            Figure(
+                "trajectory",
+                "vitlens.report.figures_surface:plot_trajectory",
+                "Optimization trajectory in polar form: distance to the final weights against "
+                "the angle to the initial displacement (paper Fig. 1b).",
+            ),
+        ),
+    )
+)

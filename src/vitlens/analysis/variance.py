@@ -17,7 +17,10 @@ from typing import ClassVar
 import torch
 from torch import nn
 
+from vitlens.analysis.claim import Claim, StudyView, block_deltas, not_measured
+from vitlens.analysis.registry import register_analysis
 from vitlens.analysis.result import Provenance, Result
+from vitlens.analysis.spec import FEATURE_BUDGETS, AnalysisSpec, Figure, Inputs
 from vitlens.analysis.streaming import (
     Batch,
     normalized_depths,
@@ -113,3 +116,54 @@ def variance(
         n_images=sums.n_images,
         n_batches=sums.n_batches,
     )
+
+
+# -- the paper's claim this analysis measures, and its spec -------------------------------------
+
+
+def c11_variance(view: StudyView) -> Claim:
+    claim = "MSAs reduce feature-map variance; Convs and MLPs increase it"
+    paper = "all 12 ViT-Ti MSA blocks lower the variance"
+    r = view.result("variance", view.vit)
+    msa = block_deltas(r.variance, r.kinds, "msa") if r else []
+    if not msa:
+        return not_measured("C11", claim, paper)
+    mlp = block_deltas(r.variance, r.kinds, "mlp")
+    down = sum(d < 0 for d in msa) / len(msa)
+    measured = (
+        f"{down:.0%} of MSA blocks lower it; "
+        f"{sum(d > 0 for d in mlp) / max(len(mlp), 1):.0%} of MLP blocks raise it"
+    )
+    return Claim("C11", claim, paper, measured, down > 0.5)
+
+
+def _run(inputs: Inputs) -> VarianceResult:
+    return variance(
+        inputs.model,
+        inputs.batches,
+        device=inputs.device,
+        progress=inputs.progress,
+        provenance=inputs.provenance,
+        **inputs.options,
+    )
+
+
+SPEC = register_analysis(
+    AnalysisSpec(
+        name="variance",
+        summary="feature-map variance per block (paper Fig. 9)",
+        run=_run,
+        data="test",
+        section="features",
+        order=20,
+        budgets=FEATURE_BUDGETS,
+        figures=(
+            Figure(
+                "variance",
+                "vitlens.report.figures_features:plot_variance",
+                "Feature-map variance against depth, MSA blocks shaded (paper Fig. 9).",
+            ),
+        ),
+        claims=(c11_variance,),
+    )
+)

@@ -15,61 +15,26 @@ import json
 from pathlib import Path
 from typing import Any
 
+from vitlens.analysis.claim import StudyView
 from vitlens.analysis.result import Result, load_result
-from vitlens.errors import VitlensError
+from vitlens.folders import StudyFolder
 from vitlens.report.claims import evaluate_claims
 from vitlens.train.checkpoint import atomic_write_text
 
-SECTIONS = [
-    (
-        "What do MSAs do to optimization?",
-        "MSAs flatten the loss landscape but, on small data, leave it non-convex: look for fewer "
-        "large positive Hessian eigenvalues and more negative ones for ViT, flatter landscapes, "
-        "and a training NLL that tracks the test error (not overfitting).",
-        ["accuracy", "hessian", "landscape", "landscape_1d", "trajectory"],
-    ),
-    (
-        "Do MSAs act like Convs?",
-        "No: MSAs are low-pass filters that aggregate feature maps (lower high-frequency amplitude "
-        "and variance), Convs are high-pass and diversify them. The lesion, CKA, attention and "
-        "robustness figures show where each kind of block matters.",
-        [
-            "fourier",
-            "variance",
-            "cka",
-            "lesion",
-            "attention",
-            "freqnoise",
-            "corruptions",
-            "corruptions_heatmap",
-        ],
-    ),
-    (
-        "How do we harmonize MSAs with Convs?",
-        "AlterNet puts MSA blocks at the end of each stage of a ResNet. Compare its accuracy and "
-        "robustness with the ResNet's, and its lesion profile: the stage-ending MSAs carry weight.",
-        ["alternet", "buildup"],
-    ),
-]
-
-CAPTIONS = {
-    "accuracy": "Test accuracy and training NLL (on augmented data: the paper's NLL_train).",
-    "hessian": "Hessian max-eigenvalue spectra (top eigenvalues per minibatch of augmented "
-    "training data, NLL + L2), models overlaid; NEP and APE in the legend (paper Fig. 1c, 4).",
-    "landscape": "2-D loss landscape (NLL + L2) along filter-normalized random directions.",
-    "landscape_1d": "1-D slices of the loss landscapes, models overlaid (paper Fig. 1a).",
-    "trajectory": "Optimization trajectory in polar form: distance to the final weights against "
-    "the angle to the initial displacement (paper Fig. 1b).",
-    "fourier": "Relative log amplitude of the feature maps' Fourier transform at 1.0π against "
-    "depth, MSA blocks shaded (paper Fig. 2a, 8).",
-    "variance": "Feature-map variance against depth, MSA blocks shaded (paper Fig. 9).",
-    "cka": "Representational similarity (minibatch linear CKA) between all pairs of blocks.",
-    "lesion": "Change in accuracy and NLL when one residual branch is removed (paper §4).",
-    "attention": "Mean attention distance and entropy per head and block.",
-    "freqnoise": "Change in accuracy under frequency-band noise, models overlaid (paper Fig. 2b).",
-    "corruptions": "Accuracy under the 15 common corruptions (mean over 5 severities).",
-    "corruptions_heatmap": "Accuracy per corruption and severity.",
+# The introduction of each of the paper's three questions (`vitlens.analysis.spec.SECTIONS`).
+INTROS = {
+    "optimization": "MSAs flatten the loss landscape but, on small data, leave it non-convex: "
+    "look for fewer large positive Hessian eigenvalues and more negative ones for ViT, flatter "
+    "landscapes, and a training NLL that tracks the test error (not overfitting).",
+    "features": "No: MSAs are low-pass filters that aggregate feature maps (lower high-frequency "
+    "amplitude and variance), Convs are high-pass and diversify them. The lesion, CKA, attention "
+    "and robustness figures show where each kind of block matters.",
+    "harmonize": "AlterNet puts MSA blocks at the end of each stage of a ResNet. Compare its "
+    "accuracy and robustness with the ResNet's, and its lesion profile: the stage-ending MSAs "
+    "carry weight.",
 }
+
+ACCURACY_CAPTION = "Test accuracy and training NLL (on augmented data: the paper's NLL_train)."
 
 STYLE = """
 body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:0;color:#1d2330;
@@ -87,17 +52,19 @@ font-variant-numeric:tabular-nums}
 """
 
 
-def load_study_results(folder: Path) -> dict[str, dict[str, Result]]:
+def load_study_results(folder: StudyFolder) -> dict[str, dict[str, Result]]:
+    """analysis -> model -> Result, for every Result the study saved."""
     results: dict[str, dict[str, Result]] = {}
-    for path in sorted((folder / "results").glob("*/*.json")):
+    for path in folder.result_files():
         results.setdefault(path.parent.name, {})[path.stem] = load_result(path)
     return results
 
 
-def load_run_rows(folder: Path, models: list[str]) -> dict[str, dict[str, Any]]:
+def load_run_rows(folder: StudyFolder, models: list[str]) -> dict[str, dict[str, Any]]:
+    """model -> its last metrics row, with the total training seconds."""
     rows = {}
     for model in models:
-        path = folder / "runs" / model / "metrics.jsonl"
+        path = folder.metrics(model)
         if path.exists():
             lines = [json.loads(x) for x in path.read_text().splitlines() if x.strip()]
             if lines:
@@ -106,15 +73,21 @@ def load_run_rows(folder: Path, models: list[str]) -> dict[str, dict[str, Any]]:
     return rows
 
 
-def draw_study_figures(folder: Path, results: dict[str, dict[str, Result]]) -> dict[str, Path]:
+def draw_study_figures(
+    folder: StudyFolder, results: dict[str, dict[str, Result]]
+) -> dict[str, tuple[Path, str]]:
+    """figure name -> (PNG, caption), for every figure of every analysis with Results."""
+    from vitlens.analysis.registry import analyses
     from vitlens.report.figures import draw
 
     figures = {}
-    for analysis, by_model in results.items():
-        if analysis == "buildup":
+    for spec in analyses():
+        by_model = results.get(spec.name)
+        if not by_model:
             continue
-        for path in draw(list(by_model.values()), folder / "figures"):
-            figures[path.stem] = path
+        captions = {f.name: f.caption for f in spec.figures}
+        for path in draw(list(by_model.values()), folder.figures):
+            figures[path.stem] = (path, captions.get(path.stem, path.stem))
     return figures
 
 
@@ -124,28 +97,34 @@ def _img(path: Path) -> str:
 
 
 def _accuracy_table(rows: dict[str, dict[str, Any]], results) -> str:
-    corr = results.get("corruptions", {})
+    """Each model's training outcome, then the columns the analyses declare (`Column`)."""
+    from vitlens.analysis.registry import analyses
+
+    extra = [(spec.name, col) for spec in analyses() for col in spec.columns]
     head = (
         "<tr><th>model</th><th class=num>test acc</th><th class=num>test NLL</th>"
-        "<th class=num>ECE</th><th class=num>NLL_train</th><th class=num>corruption acc</th>"
-        "<th class=num>epochs</th><th class=num>training s</th></tr>"
+        "<th class=num>ECE</th><th class=num>NLL_train</th>"
+        + "".join(f"<th class=num>{html.escape(col.header)}</th>" for _, col in extra)
+        + "<th class=num>epochs</th><th class=num>training s</th></tr>"
     )
     body = []
     for model, r in rows.items():
-        c = corr.get(model)
+        cells = []
+        for name, col in extra:
+            found = results.get(name, {}).get(model)
+            cells.append(f"<td class=num>{'' if found is None else col.value(found)}</td>")
         body.append(
             f"<tr><td>{html.escape(model)}</td><td class=num>{r['test_acc']:.2%}</td>"
             f"<td class=num>{r['test_nll']:.3f}</td><td class=num>{r['test_ece']:.3f}</td>"
-            f"<td class=num>{r['train_nll']:.3f}</td>"
-            f"<td class=num>{'' if c is None else f'{c.mean_accuracy:.2%}'}</td>"
+            f"<td class=num>{r['train_nll']:.3f}</td>{''.join(cells)}"
             f"<td class=num>{r['epoch']}</td>"
             f"<td class=num>{r.get('total_train_seconds', 0):.0f}</td></tr>"
         )
     return f"<table>{head}{''.join(body)}</table>"
 
 
-def _buildup_table(folder: Path) -> str:
-    path = folder / "buildup" / "buildup.json"
+def _buildup_table(folder: StudyFolder) -> str:
+    path = folder.buildup_result
     if not path.exists():
         return ""
     r = load_result(path)
@@ -160,33 +139,28 @@ def _buildup_table(folder: Path) -> str:
     )
 
 
-def write_report(folder: str | Path) -> Path:
-    """Draw every figure from the saved Results of a study and write `report.html`."""
-    folder = Path(folder)
-    try:
-        plan = json.loads((folder / "study.json").read_text())
-        steps = json.loads((folder / "steps.json").read_text())
-    except (FileNotFoundError, NotADirectoryError):
-        raise VitlensError(f"{folder} is not a study folder (no study.json/steps.json)") from None
-    models = plan["models"]
-    results = load_study_results(folder)
-    rows = load_run_rows(folder, models)
-    figures = draw_study_figures(folder, results)
-    claims = evaluate_claims(results, rows, models)
-
+def _claims_table(view: StudyView) -> str:
     def verdict(holds):
         if holds is None:
             return "<span class=na>n/a</span>"
         return "<span class=yes>holds</span>" if holds else "<span class=no>does not hold</span>"
 
-    claim_rows = "".join(
+    rows = "".join(
         f"<tr><td>{c.id}</td><td>{html.escape(c.claim)}</td><td>{html.escape(c.paper)}</td>"
         f"<td>{html.escape(c.measured)}</td><td>{verdict(c.holds)}</td></tr>"
-        for c in claims
+        for c in evaluate_claims(view)
     )
+    return (
+        "<table><tr><th>#</th><th>claim</th><th>paper</th><th>this study</th><th>here</th></tr>"
+        f"{rows}</table>"
+    )
+
+
+def _scale_box(plan: dict[str, Any], steps: dict[str, Any]) -> str:
+    models = plan["models"]
     n_images = "the whole training set" if plan["fraction"] == 1 else f"{plan['fraction']:.0%}"
     wall = sum(s.get("seconds", 0) for s in steps.values())
-    scale = (
+    return (
         f"<div class=scale><b>Scale of this study.</b> {len(models)} models "
         f"({html.escape(', '.join(models))}) trained for {plan['epochs']} epochs on "
         f"{n_images} of <b>{html.escape(plan['dataset'])}</b> with the "
@@ -196,6 +170,43 @@ def write_report(folder: str | Path) -> Path:
         "300 epochs: at this scale only the <i>direction</i> of each claim can be checked, not "
         "its magnitude.</div>"
     )
+
+
+def _section(key: str, view: StudyView, figures, folder: StudyFolder) -> list[str]:
+    """One of the paper's three questions: its intro, then its tables and figures."""
+    from vitlens.analysis.registry import analyses
+    from vitlens.analysis.spec import SECTIONS
+
+    parts = [f"<h2>{html.escape(SECTIONS[key])}</h2><p>{html.escape(INTROS[key])}</p>"]
+    if key == "optimization" and view.runs:
+        parts.append(
+            f"<figure>{_accuracy_table(view.runs, view.results)}<figcaption>"
+            f"{html.escape(ACCURACY_CAPTION)}</figcaption></figure>"
+        )
+    for spec in analyses():
+        for figure in spec.figures if spec.section == key else ():
+            if figure.name in figures:
+                path, caption = figures[figure.name]
+                parts.append(
+                    f"<figure>{_img(path)}<figcaption>{html.escape(caption)}</figcaption></figure>"
+                )
+    if key == "harmonize":
+        parts.append(_buildup_table(folder))
+    return parts
+
+
+def write_report(folder: str | Path) -> Path:
+    """Draw every figure from the saved Results of a study and write `report.html`."""
+    from vitlens.study import model_family
+
+    folder = StudyFolder(Path(folder))
+    plan, steps = folder.read_state()
+    models = plan["models"]
+    results = load_study_results(folder)
+    view = StudyView(
+        results, load_run_rows(folder, models), models, {m: model_family(m) for m in models}
+    )
+    figures = draw_study_figures(folder, results)
     parts = [
         "<!doctype html><html lang=en><head><meta charset=utf-8>",
         "<meta name=viewport content='width=device-width,initial-scale=1'>",
@@ -204,28 +215,12 @@ def write_report(folder: str | Path) -> Path:
         "<h1>How do vision transformers work?</h1>",
         f"<p>A vitlens study of Park &amp; Kim (ICLR 2022), written "
         f"{datetime.date.today().isoformat()}.</p>",
-        scale,
+        _scale_box(plan, steps),
         "<h2>The paper's claims, measured here</h2>",
-        "<table><tr><th>#</th><th>claim</th><th>paper</th><th>this study</th><th>here</th></tr>",
-        claim_rows,
-        "</table>",
+        _claims_table(view),
     ]
-    for title, intro, keys in SECTIONS:
-        parts.append(f"<h2>{html.escape(title)}</h2><p>{html.escape(intro)}</p>")
-        for key in keys:
-            if key == "accuracy" and rows:
-                parts.append(
-                    f"<figure>{_accuracy_table(rows, results)}<figcaption>"
-                    f"{html.escape(CAPTIONS['accuracy'])}</figcaption></figure>"
-                )
-            elif key == "buildup":
-                parts.append(_buildup_table(folder))
-            elif key in figures:
-                caption = html.escape(CAPTIONS.get(key, key))
-                parts.append(
-                    f"<figure>{_img(figures[key])}<figcaption>{caption}</figcaption></figure>"
-                )
+    for key in INTROS:
+        parts += _section(key, view, figures, folder)
     parts.append("</main></body></html>")
-    out = folder / "report.html"
-    atomic_write_text(out, "\n".join(parts))
-    return out
+    atomic_write_text(folder.report, "\n".join(parts))
+    return folder.report
