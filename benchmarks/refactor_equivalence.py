@@ -19,7 +19,17 @@ import sys
 from pathlib import Path
 
 MODELS = ["vit_nano", "resnet_nano"]
-VOLATILE = {"provenance", "wall_seconds", "seconds", "time", "created", "host"}
+# Timings, hosts and versions differ between any two runs; they are not results.
+VOLATILE = {
+    "provenance",
+    "wall_seconds",
+    "seconds",
+    "time",
+    "created",
+    "host",
+    "train_seconds",
+    "images_per_second",
+}
 
 
 def run_tiny_study(out: Path) -> None:
@@ -72,8 +82,9 @@ def compare(before: Path, after: Path) -> int:
         if not (after / name).exists():
             differences.append(f"{name}: missing after")
             continue
-        old = dict(_numbers(json.loads((before / name).read_text())))
-        new = dict(_numbers(json.loads((after / name).read_text())))
+        # Paths inside Results name their own study folder: compare them relative to it.
+        old = dict(_numbers(json.loads((before / name).read_text().replace(str(before), "."))))
+        new = dict(_numbers(json.loads((after / name).read_text().replace(str(after), "."))))
         for key in sorted(set(old) | set(new)):
             compared += 1
             if key not in new or key not in old or not _same(old[key], new[key]):
@@ -83,10 +94,15 @@ def compare(before: Path, after: Path) -> int:
         old = dict(_numbers(rows))
         new = dict(_numbers(new_rows.get(run, [])))
         compared += len(old)
-        differences += [f"{run}{k}: {old[k]!r} -> {new.get(k)!r}" for k in old if k not in new
-                        or not _same(old[k], new[k])]
-    print(f"{len(names)} Results and {len(old_rows)} runs, {compared} values compared, "
-          f"{len(differences)} differ")
+        differences += [
+            f"{run}{k}: {old[k]!r} -> {new.get(k)!r}"
+            for k in old
+            if k not in new or not _same(old[k], new[k])
+        ]
+    print(
+        f"{len(names)} Results and {len(old_rows)} runs, {compared} values compared, "
+        f"{len(differences)} differ"
+    )
     for line in differences[:40]:
         print("  ", line)
     return 1 if differences else 0
