@@ -53,7 +53,7 @@ from vitlens.analysis.streaming import (
     resolve_device,
     stream,
 )
-from vitlens.anatomy import Block, describe, explicit_attention, tapping, unwrap
+from vitlens.anatomy import Block, anatomy_of, tapping, unwrap
 from vitlens.errors import VitlensError
 
 
@@ -268,6 +268,45 @@ def resolve_geometry(
     return geometry
 
 
+class _AttentionReader:
+    """Collects each MSA block's attention map as it is produced and reduces it at the block's
+    tap, so no batch of maps is held longer than one block."""
+
+    def __init__(self, model: nn.Module, blocks: list[Block]):
+        self.windows = {b.name: _window_attribute(unwrap(model), b.attention) for b in blocks}
+        self.accumulators: dict[str, AttentionAccumulator] = {}
+        self.grids: dict[str, tuple[int, int]] = {}
+        self.pending: dict[str, torch.Tensor] = {}
+        self.images: torch.Tensor | None = None  # the batch being run
+
+    def on_attention(self, block: Block):
+        def hook(_m, _inp, out):
+            self.pending[block.name] = out[1] if isinstance(out, tuple) else out
+
+        return hook
+
+    def on_tap(self, block: Block, t: torch.Tensor) -> None:
+        # The tap (the stream after the block) comes after the attention inside it; the map's
+        # grid is what places the attention tokens.
+        attn = self.pending.pop(block.name, None)
+        if attn is None:
+            return
+        grid = tuple(int(s) for s in block.layout.to_map(t).shape[-2:])
+        if block.name not in self.accumulators:
+            images = self.images
+            geometry = resolve_geometry(
+                block, tuple(attn.shape), images.shape[0], grid, images.shape[-2:],
+                self.windows[block.name],
+            )  # fmt: skip
+            self.accumulators[block.name] = AttentionAccumulator(
+                geometry, attn.shape[1], attn.device
+            )
+            self.grids[block.name] = grid
+        elif self.grids[block.name] != grid:
+            raise VitlensError(f"block {block.name} changed grid size; use images of one size")
+        self.accumulators[block.name].update(attn)
+
+
 def attention_stats(
     model: nn.Module,
     batches: Iterable[Batch],
@@ -293,82 +332,51 @@ def attention_stats(
     """
     started = time.perf_counter()
     device = resolve_device(device)
-    all_blocks = describe(model.to(device))
-    blocks = [b for b in all_blocks if b.kind == "msa" and b.attention is not None]
+    anatomy = anatomy_of(model.to(device))
+    blocks = [b for b in anatomy.blocks if b.kind == "msa" and b.attention is not None]
     if not blocks:
         raise VitlensError(
             f"{type(unwrap(model)).__name__} has no MSA block whose attention maps vitlens can "
             "read, so there are no attention statistics to compute"
         )
-    windows = {b.name: _window_attribute(unwrap(model), b.attention) for b in blocks}
-    accumulators: dict[str, AttentionAccumulator] = {}
-    grids: dict[str, tuple[int, int]] = {}
-    pending: dict[str, torch.Tensor] = {}
-    current: dict[str, torch.Tensor] = {}  # the batch being run
-
-    def on_attention(block: Block):
-        def hook(_m, _inp, out):
-            pending[block.name] = out[1] if isinstance(out, tuple) else out
-
-        return hook
-
-    def on_tap(block: Block, t: torch.Tensor) -> None:
-        # The tap (the stream after the block) comes after the attention inside it; the map's
-        # grid is what places the attention tokens. Reduce now so no batch of maps is held.
-        attn = pending.pop(block.name, None)
-        if attn is None:
-            return
-        grid = tuple(int(s) for s in block.layout.to_map(t).shape[-2:])
-        images = current["images"]
-        if block.name not in accumulators:
-            geometry = resolve_geometry(
-                block,
-                tuple(attn.shape),
-                images.shape[0],
-                grid,
-                images.shape[-2:],
-                windows[block.name],
-            )
-            accumulators[block.name] = AttentionAccumulator(geometry, attn.shape[1], attn.device)
-            grids[block.name] = grid
-        elif grids[block.name] != grid:
-            raise VitlensError(f"block {block.name} changed grid size; use images of one size")
-        accumulators[block.name].update(attn)
-
+    reader = _AttentionReader(model, blocks)
     n_images = n_batches = 0
-    handles = [b.attention.register_forward_hook(on_attention(b)) for b in blocks]
+    handles = [b.attention.register_forward_hook(reader.on_attention(b)) for b in blocks]
     try:
         with (
             evaluating(model),
             torch.no_grad(),
-            explicit_attention(model),
-            tapping(blocks, on_tap),
+            anatomy.explicit(model),
+            tapping(blocks, reader.on_tap),
         ):
             for images, _ in stream(
-                batches,
-                max_batches=max_batches,
-                device=device,
-                progress=progress,
+                batches, max_batches=max_batches, device=device, progress=progress,
                 description="attention",
-            ):
-                current["images"] = images
+            ):  # fmt: skip
+                reader.images = images
                 model(images)
                 n_images += int(images.shape[0])
                 n_batches += 1
     finally:
         for h in handles:
             h.remove()
+    provenance = provenance_for(provenance, model, device, started)
+    return _result(reader, list(anatomy.blocks), blocks, provenance, n_images, n_batches)
+
+
+def _result(reader, all_blocks, blocks, provenance, n_images, n_batches) -> AttentionResult:
     depths = normalized_depths(all_blocks)
-    done = [b for b in blocks if b.name in accumulators]
-    stats = {b.name: accumulators[b.name].finish() for b in done}
-    geo = {b.name: accumulators[b.name].geometry for b in done}
+    acc = reader.accumulators
+    done = [b for b in blocks if b.name in acc]
+    stats = {b.name: acc[b.name].finish() for b in done}
+    geo = {b.name: acc[b.name].geometry for b in done}
     return AttentionResult(
-        provenance=provenance_for(provenance, model, device, started),
+        provenance=provenance,
         names=[b.name for b in done],
         stages=[b.stage for b in done],
         depths=[depths[b.name] for b in done],
-        heads=[accumulators[b.name].heads for b in done],
-        grids=[list(grids[b.name]) for b in done],
+        heads=[acc[b.name].heads for b in done],
+        grids=[list(reader.grids[b.name]) for b in done],
         windows=[list(geo[b.name].window) for b in done],
         prefix=[geo[b.name].prefix for b in done],
         pixels_per_token=[list(geo[b.name].pixels) for b in done],

@@ -246,8 +246,13 @@ def cka(
                 acc.update(stacked_a, torch.stack([grams_b.pop(b.name) for b in blocks_b]))
             n_images += int(images.shape[0])
             n_batches += 1
+    provenance = provenance_for(provenance, model, device, started)
+    return _result(provenance, blocks_a, blocks_b, other, acc, n_images, n_batches)
+
+
+def _result(provenance, blocks_a, blocks_b, other, acc, n_images, n_batches) -> CKAResult:
     return CKAResult(
-        provenance=provenance_for(provenance, model, device, started),
+        provenance=provenance,
         names_a=[b.name for b in blocks_a],
         kinds_a=[b.kind for b in blocks_a],
         stages_a=[b.stage for b in blocks_a],

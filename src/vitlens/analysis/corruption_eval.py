@@ -319,28 +319,11 @@ def corruption_robustness(
     n_batches = batch_count(batches, max_batches)
     total = None if n_batches is None else n_batches * (len(mine) * len(severities) + 1)
     size: list[int] = []
-    table = "cifar"
-    anatomy = anatomy_of(model, need_blocks=False)
-    with (
-        evaluating(model),
-        torch.no_grad(),
-        work_bar("corruptions", total, progress) as advance,
-    ):
-        for b, (images, labels) in enumerate(stream(batches, max_batches=max_batches,
-                                                     device=device)):  # fmt: skip
-            x = as_unit_float(images)
-            if not size:
-                size = [int(x.shape[-2]), int(x.shape[-1])]
-                table = resolve_params(params, *size)
-            if dist.is_main():  # the clean pass is counted once across ranks
-                clean.add(anatomy.forward(model, norm(x)).float(), labels)
-            advance()
-            for c in mine:
-                for s in severities:
-                    g = torch.Generator().manual_seed(mix_seed(seed, CORRUPTIONS.index(c), s, b))
-                    xc = corrupt(x, c, s, generator=g, params=table)
-                    sums[c, s].add(anatomy.forward(model, norm(xc)).float(), labels)
-                    advance()
+    with work_bar("corruptions", total, progress) as advance:
+        table = _generated_passes(
+            model, stream(batches, max_batches=max_batches, device=device), norm,
+            (mine, severities, params, seed), clean, sums, size, advance,
+        )  # fmt: skip
     reduce_sums([clean, *sums.values()])
     return _result(
         clean=clean,
@@ -356,6 +339,30 @@ def corruption_robustness(
         normalize_std=std,
         provenance=provenance_for(provenance, model, device, started),
     )
+
+
+def _generated_passes(model, batches, norm, plan, clean, sums, size, advance) -> str:
+    """Add every batch's clean and corrupted metrics to `clean` and `sums`; `size` receives the
+    image size. Returns the parameter table used ("cifar" or "imagenet")."""
+    corruptions, severities, params, seed = plan
+    anatomy = anatomy_of(model, need_blocks=False)
+    table = "cifar"
+    with evaluating(model), torch.no_grad():
+        for b, (images, labels) in enumerate(batches):
+            x = as_unit_float(images)
+            if not size:
+                size += [int(x.shape[-2]), int(x.shape[-1])]
+                table = resolve_params(params, *size)
+            if dist.is_main():  # the clean pass is counted once across ranks
+                clean.add(anatomy.forward(model, norm(x)).float(), labels)
+            advance()
+            for c in corruptions:
+                for s in severities:
+                    g = torch.Generator().manual_seed(mix_seed(seed, CORRUPTIONS.index(c), s, b))
+                    xc = corrupt(x, c, s, generator=g, params=table)
+                    sums[c, s].add(anatomy.forward(model, norm(xc)).float(), labels)
+                    advance()
+    return table
 
 
 # -- released CIFAR-10-C / CIFAR-100-C ---------------------------------------------------------
@@ -408,23 +415,11 @@ def corruption_robustness_from_files(
     clean_sums = MetricSums() if clean is not None else None
     sums = {(c, s): MetricSums() for c in corruptions for s in severities}
     size: list[int] = []
-    anatomy = anatomy_of(model, need_blocks=False)
-    with (
-        evaluating(model),
-        torch.no_grad(),
-        work_bar("CIFAR-C", len(mine) * len(severities), progress) as advance,
-    ):
-        if clean_sums is not None and dist.is_main():
-            for images, labels in stream(clean, device=device):
-                clean_sums.add(anatomy.forward(model, norm(as_unit_float(images))).float(), labels)
-        for c in mine:
-            for s in severities:
-                for images, labels in cifar_c_batches(root, c, s, batch_size=batch_size,
-                                                      limit=limit):  # fmt: skip
-                    x, y = images.to(device), labels.to(device)
-                    size = size or [int(x.shape[-2]), int(x.shape[-1])]
-                    sums[c, s].add(anatomy.forward(model, norm(x)).float(), y)
-                advance()
+    with work_bar("CIFAR-C", len(mine) * len(severities), progress) as advance:
+        _file_passes(
+            model, root, norm, (mine, severities, batch_size, limit), clean, clean_sums, sums,
+            size, advance, device,
+        )  # fmt: skip
     reduce_sums([*([clean_sums] if clean_sums else []), *sums.values()])
     if not size and dist.world() > 1:
         size = [32, 32]  # this rank read no file; the release is 32x32
@@ -444,6 +439,24 @@ def corruption_robustness_from_files(
         normalize_std=std,
         provenance=provenance_for(provenance, model, device, started),
     )
+
+
+def _file_passes(model, root, norm, plan, clean, clean_sums, sums, size, advance, device):
+    """Add the clean batches' metrics to `clean_sums` and each released file's to `sums`."""
+    corruptions, severities, batch_size, limit = plan
+    anatomy = anatomy_of(model, need_blocks=False)
+    with evaluating(model), torch.no_grad():
+        if clean_sums is not None and dist.is_main():
+            for images, labels in stream(clean, device=device):
+                clean_sums.add(anatomy.forward(model, norm(as_unit_float(images))).float(), labels)
+        for c in corruptions:
+            for s in severities:
+                for images, labels in cifar_c_batches(root, c, s, batch_size=batch_size,
+                                                      limit=limit):  # fmt: skip
+                    x, y = images.to(device), labels.to(device)
+                    size[:] = size or [int(x.shape[-2]), int(x.shape[-1])]
+                    sums[c, s].add(anatomy.forward(model, norm(x)).float(), y)
+                advance()
 
 
 def clean_batches(dataset, batch_size: int = 256, limit: int | None = None) -> Iterator[Batch]:

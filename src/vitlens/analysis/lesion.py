@@ -81,6 +81,17 @@ def batch_metrics(logits: torch.Tensor, labels: torch.Tensor) -> tuple[int, floa
     return int(correct), float(nll)
 
 
+def _lesion_names(all_blocks, asked: list[str] | None) -> list[str]:
+    """The blocks to lesion, in forward order: those asked for (all by default)."""
+    lesionable = [b.name for b in all_blocks if b.branch is not None]
+    bad = [n for n in asked or [] if n not in lesionable]
+    if bad:
+        raise VitlensError(
+            f"cannot lesion {bad}: the blocks with a residual branch are {lesionable}"
+        )
+    return lesionable if asked is None else [n for n in lesionable if n in set(asked)]
+
+
 def lesion(
     model: nn.Module,
     batches: Iterable[Batch],
@@ -111,13 +122,7 @@ def lesion(
     anatomy = anatomy_of(model.to(device))
     all_blocks = list(anatomy.blocks)
     by_name = {b.name: b for b in all_blocks}
-    lesionable = [b.name for b in all_blocks if b.branch is not None]
-    bad = [n for n in blocks or [] if n not in lesionable]
-    if bad:
-        raise VitlensError(
-            f"cannot lesion {bad}: the blocks with a residual branch are {lesionable}"
-        )
-    names = lesionable if blocks is None else [n for n in lesionable if n in set(blocks)]
+    names = _lesion_names(all_blocks, blocks)
     correct = dict.fromkeys([None, *names], 0)  # None: the intact model
     nll = dict.fromkeys([None, *names], 0.0)
     n_images = n_batches = 0
