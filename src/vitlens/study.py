@@ -8,6 +8,7 @@ a training step that was interrupted continues from its last checkpoint.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import shutil
 import time
@@ -47,6 +48,8 @@ class StudyPlan:
     budget: dict[str, list] = field(default_factory=dict)
     options: dict[str, dict[str, Any]] = field(default_factory=dict)
     seed: int = 0
+    seeds: int = 1
+    ablations: dict[str, Any] | None = None  # `vitlens.presets.Ablations` as a dict; None: none
     data_dir: str | None = None
     device: str = "auto"
 
@@ -70,6 +73,8 @@ class StudyPlan:
             fraction=base.fraction,
             epochs=base.epochs,
             train_preset=base.train_preset,
+            seeds=base.seeds,
+            ablations=None if base.ablations is None else asdict(base.ablations),
             analyses=[s.name for s in specs],
             budget={s.name: [s.budget(preset).batches, s.budget(preset).batch_size] for s in specs},
             options={
@@ -77,6 +82,17 @@ class StudyPlan:
             },
         )
         return plan.with_overrides(**overrides)
+
+    @staticmethod
+    def from_json(data: dict[str, Any], *, where: Path) -> StudyPlan:
+        """The plan saved as `study.json`; keys of older plans (such as `landscape_steps`)
+        become analysis options."""
+        known = {f.name for f in dataclasses.fields(StudyPlan)}
+        try:
+            plan = StudyPlan(**{k: v for k, v in data.items() if k in known})
+        except TypeError as err:
+            raise VitlensError(f"{where} does not describe a study: {err}") from None
+        return plan.with_overrides(**{k: v for k, v in data.items() if k not in known})
 
     def with_overrides(self, **overrides: Any) -> StudyPlan:
         """A copy with `overrides` applied (None values are ignored), validated."""
@@ -102,26 +118,47 @@ class StudyPlan:
         bad = [a for a in self.analyses if a not in names]
         if bad:
             raise UnknownNameError(f"unknown analysis {bad}; choose from {', '.join(names)}")
+        if not isinstance(self.seeds, int) or self.seeds < 1:
+            raise ConfigError(f"seeds must be a whole number of at least 1, got {self.seeds!r}")
+        _check_ablations(self.ablations)
         # The training rules (epochs, fraction, seed, device, ...) are the training config's own.
-        for model in self.models:
-            self.train_config(model)
+        from vitlens.ablations import study_members
 
-    def train_config(self, model: str):
-        """The training config of one model of the study (validated by `TrainConfig`)."""
+        for member in study_members(self):
+            self.train_config(member)
+
+    def train_config(self, member):
+        """The training config of one member of the study (validated by `TrainConfig`)."""
         from vitlens.config import make_config
 
         return make_config(
             self.train_preset,
-            model=model,
+            model=member.model,
+            model_args=dict(member.model_args),
             dataset=self.dataset,
             epochs=self.epochs,
             warmup_epochs=min(1.0, self.epochs / 3) if self.train_preset == "quick" else None,
-            fraction=self.fraction,
-            seed=self.seed,
+            fraction=self.fraction * member.fraction,
+            seed=self.seed + member.seed,
             data_dir=self.data_dir,
             device=self.device,
             snapshot_every=1,
         )
+
+
+def _check_ablations(ablations: dict[str, Any] | None) -> None:
+    from vitlens.presets import Ablations
+
+    if ablations is None:
+        return
+    try:
+        typed = Ablations(**ablations)
+    except TypeError as err:
+        raise ConfigError(f"ablations: {err}") from None
+    if not all(0 < f < 1 for f in typed.fractions) or not 0 < typed.scale <= 1:
+        raise ConfigError("ablation fractions must be in (0, 1) and their scale in (0, 1]")
+    if any(w < 1 for w in typed.windows) or any(h < 1 for h in typed.heads):
+        raise ConfigError("ablation windows and head counts must be at least 1")
 
 
 def _analysis_option(key: str) -> tuple[str, str]:
@@ -172,14 +209,9 @@ class Study:
 
     @staticmethod
     def open(folder: str | Path, *, quiet: bool = False, **overrides: Any) -> Study:
-        data, steps = StudyFolder(Path(folder)).read_state()
-        known = {f.name for f in dataclasses.fields(StudyPlan)}
-        try:
-            plan = StudyPlan(**{k: v for k, v in data.items() if k in known})
-            # Keys of older plans (e.g. landscape_steps) are analysis options.
-            plan = plan.with_overrides(**{k: v for k, v in data.items() if k not in known})
-        except TypeError as err:
-            raise VitlensError(f"{folder}/study.json does not describe a study: {err}") from None
+        where = StudyFolder(Path(folder))
+        data, steps = where.read_state()
+        plan = StudyPlan.from_json(data, where=where.plan_file)
         study = Study(folder, plan.with_overrides(**overrides), quiet=quiet)
         study.steps = steps
         return study
@@ -188,16 +220,20 @@ class Study:
 
     def run(self) -> Path:
         """Train, analyse and report; returns the report's path."""
+        from vitlens.ablations import study_members
         from vitlens.analysis.registry import get_analysis
 
-        for model in self.plan.models:
-            self._step(f"train/{model}", lambda m=model: self._train(m))
+        members = study_members(self.plan)
+        for member in members:
+            self._step(f"train/{member.key}", lambda m=member: self._train(m))
         for name in self.plan.analyses:
             spec = get_analysis(name)
-            for model in self.plan.models:
-                if not spec.needs <= self._kinds(model):
+            for m in members:
+                if m.analyses is not None and name not in m.analyses:
                     continue
-                self._step(f"{name}/{model}", lambda a=name, m=model: self._analyse(a, m))
+                if not spec.needs <= self._kinds(m.model):
+                    continue
+                self._step(f"{name}/{m.key}", lambda a=name, k=m.key: self._analyse(a, k))
         if dist.is_main():
             from vitlens.report.html import write_report
 
@@ -231,18 +267,19 @@ class Study:
     def run_folder(self, model: str) -> Path:
         return self.folder.run(model)
 
-    def _train(self, model: str) -> list[Path]:
+    def _train(self, member) -> list[Path]:
         from vitlens.train import Trainer
 
-        out = self.folder.run(model)
+        out = self.folder.run(member.key)
         resume = (out / "checkpoints" / "last.json").exists()
         if not resume and out.exists() and dist.is_main():
             # Killed before its first checkpoint: nothing in it is worth keeping.
             shutil.rmtree(out)
         dist.barrier()
-        Trainer(self.plan.train_config(model), out, resume=resume, quiet=self.quiet).run()
+        Trainer(self.plan.train_config(member), out, resume=resume, quiet=self.quiet).run()
         return [out]
 
+    @functools.cache  # noqa: B019  (a few models per study; the Study lives for one run)
     def _kinds(self, model: str) -> set[str]:
         import torch
 
@@ -252,13 +289,13 @@ class Study:
         with torch.device("meta"):
             return anatomy_of(create_model(model)).kinds()
 
-    def _analyse(self, analysis: str, model: str) -> list[Path]:
+    def _analyse(self, analysis: str, key: str) -> list[Path]:
         from vitlens.analysis.runner import run_analysis
 
         batches, batch_size = self.plan.budget.get(analysis, (None, None))
         result = run_analysis(
             analysis,
-            self.folder.run(model),
+            self.folder.run(key),
             batches=batches,
             batch_size=batch_size,
             data_dir=self.plan.data_dir,
@@ -269,4 +306,4 @@ class Study:
         )
         if not dist.is_main():
             return []
-        return [result.save(self.folder.result(analysis, model))]
+        return [result.save(self.folder.result(analysis, key))]

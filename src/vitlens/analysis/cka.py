@@ -282,7 +282,7 @@ def c12_cka(view: StudyView) -> Claim:
 
     v, c = mean_offdiag(r_vit.matrix), mean_offdiag(r_cnn.matrix)
     return Claim(
-        "C12", claim, paper, f"mean CKA between blocks: ViT {v:.2f} vs ResNet {c:.2f}", v > c
+        "C12", claim, paper, f"mean CKA between blocks: ViT {v:.2f} vs ResNet {c:.2f}", v > c, v - c
     )
 
 

@@ -16,17 +16,56 @@ from vitlens.analysis.result import Result
 
 # Families the claims compare. A zoo model's family is its ModelSpec's; an outside model's is
 # read from its block kinds (see `vitlens.study.model_family`).
-TRANSFORMERS = ("vit",)
-CNNS = ("resnet",)
+TRANSFORMERS = ("vit", "transformer")
+CNNS = ("resnet", "cnn")
 
 
 @dataclass(frozen=True)
 class Claim:
+    """One claim as measured on one seed of a study.
+
+    `margin` is the signed size of the effect in the claim's direction (positive: the claim's
+    direction), so verdicts over several seeds can tell an effect from noise.
+    """
+
     id: str
     claim: str
     paper: str
     measured: str
     holds: bool | None  # None: not measured in this study
+    margin: float | None = None
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """A claim over all seeds of a study: the first seed's row, the verdict and the spread."""
+
+    claim: Claim
+    verdict: str  # "holds", "does not hold", "inconclusive" or "not measured"
+    spread: str  # "single seed", or the margin's mean ± std over the seeds
+
+
+def combine(per_seed: list[Claim]) -> Verdict:
+    """The verdict over seeds: inconclusive when the direction differs between seeds, or when
+    the mean margin is within one standard deviation of zero."""
+    measured = [c for c in per_seed if c.holds is not None]
+    first = measured[0] if measured else per_seed[0]
+    if not measured:
+        return Verdict(first, "not measured", "")
+    word = {True: "holds", False: "does not hold"}
+    if len(measured) == 1:
+        return Verdict(first, word[first.holds], "single seed")
+    n = len(measured)
+    margins = [c.margin for c in measured if c.margin is not None]
+    spread = f"{sum(c.holds for c in measured)} of {n} seeds hold"
+    if len(margins) == n:
+        mean, std = statistics.fmean(margins), statistics.stdev(margins)
+        spread = f"margin {mean:+.3g} ± {std:.2g} over {n} seeds; " + spread
+    if len({c.holds for c in measured}) > 1:
+        return Verdict(first, "inconclusive", spread)
+    if len(margins) == n and abs(mean) <= std:
+        return Verdict(first, "inconclusive", spread)
+    return Verdict(first, word[first.holds], spread)
 
 
 @dataclass(frozen=True)
@@ -39,6 +78,8 @@ class StudyView:
     runs: dict[str, dict[str, Any]]
     models: list[str]
     families: dict[str, str] = field(default_factory=dict)
+    # Ablation comparisons: name -> [(value, member key)] (see `vitlens.ablations`).
+    comparisons: dict[str, list[tuple[Any, str]]] = field(default_factory=dict)
 
     def first(self, *families: str) -> str | None:
         """The first model of the study whose family is one of `families`."""

@@ -204,7 +204,8 @@ def c9_low_pass(view: StudyView) -> Claim:
         f"{down:.0%} of MSA blocks lower it (mean {statistics.fmean(msa):+.3f}); "
         f"MLP mean {statistics.fmean(mlp):+.3f}"
     )
-    return Claim("C9", claim, paper, measured, statistics.fmean(msa) < statistics.fmean(mlp))
+    margin = statistics.fmean(mlp) - statistics.fmean(msa)
+    return Claim("C9", claim, paper, measured, margin > 0, margin)
 
 
 def _run(inputs: Inputs) -> FourierResult:

@@ -238,7 +238,7 @@ def c10_frequency_noise(view: StudyView) -> Claim:
 
     v, c = high(r_vit), high(r_cnn)
     measured = f"Δacc at ≥0.8π: ViT {v * 100:+.1f} pp vs ResNet {c * 100:+.1f} pp"
-    return Claim("C10", claim, paper, measured, v > c)
+    return Claim("C10", claim, paper, measured, v > c, v - c)
 
 
 def _run(inputs: Inputs) -> FreqNoiseResult:

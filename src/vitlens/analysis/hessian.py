@@ -651,7 +651,7 @@ def c4_nep(view: StudyView) -> Claim:
     if h_vit is None or h_cnn is None:
         return not_measured("C4", claim, paper)
     measured = f"NEP {h_vit.nep:.1%} vs {h_cnn.nep:.1%}"
-    return Claim("C4", claim, paper, measured, h_vit.nep > h_cnn.nep)
+    return Claim("C4", claim, paper, measured, h_vit.nep > h_cnn.nep, h_vit.nep - h_cnn.nep)
 
 
 def c5_ape(view: StudyView) -> Claim:
@@ -661,7 +661,7 @@ def c5_ape(view: StudyView) -> Claim:
     if h_vit is None or h_cnn is None:
         return not_measured("C5", claim, paper)
     measured = f"APE {h_vit.ape:.3g} vs {h_cnn.ape:.3g}"
-    return Claim("C5", claim, paper, measured, h_vit.ape < h_cnn.ape)
+    return Claim("C5", claim, paper, measured, h_vit.ape < h_cnn.ape, h_cnn.ape - h_vit.ape)
 
 
 def _run(inputs: Inputs) -> HessianResult:

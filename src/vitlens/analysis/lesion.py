@@ -172,7 +172,7 @@ def c13_stage_end_msa(view: StudyView) -> Claim:
         return not_measured("C13", claim, paper)
     a, b = statistics.fmean(msa), statistics.fmean(other)
     measured = f"{model}: MSA lesions {a * 100:+.1f} pp vs other blocks {b * 100:+.1f} pp"
-    return Claim("C13", claim, paper, measured, a < b)
+    return Claim("C13", claim, paper, measured, a < b, b - a)
 
 
 def _run(inputs: Inputs) -> LesionResult:

@@ -134,7 +134,7 @@ def c11_variance(view: StudyView) -> Claim:
         f"{down:.0%} of MSA blocks lower it; "
         f"{sum(d > 0 for d in mlp) / max(len(mlp), 1):.0%} of MLP blocks raise it"
     )
-    return Claim("C11", claim, paper, measured, down > 0.5)
+    return Claim("C11", claim, paper, measured, down > 0.5, down - 0.5)
 
 
 def _run(inputs: Inputs) -> VarianceResult:

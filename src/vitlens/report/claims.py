@@ -10,7 +10,15 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from vitlens.analysis.claim import Claim, StudyView, claim_order, not_measured, spearman
+from vitlens.analysis.claim import (
+    Claim,
+    StudyView,
+    Verdict,
+    claim_order,
+    combine,
+    not_measured,
+    spearman,
+)
 
 
 def c1_accuracy(view: StudyView) -> Claim:
@@ -20,7 +28,7 @@ def c1_accuracy(view: StudyView) -> Claim:
     if not (vit in view.runs and cnn in view.runs):
         return not_measured("C1", claim, paper)
     a, b = view.runs[cnn]["test_acc"], view.runs[vit]["test_acc"]
-    return Claim("C1", claim, paper, f"{cnn} {a:.1%} vs {vit} {b:.1%}", a > b)
+    return Claim("C1", claim, paper, f"{cnn} {a:.1%} vs {vit} {b:.1%}", a > b, a - b)
 
 
 def c2_nll_train(view: StudyView) -> Claim:
@@ -31,7 +39,7 @@ def c2_nll_train(view: StudyView) -> Claim:
         return not_measured("C2", claim, paper)
     rho = spearman([r["train_nll"] for r in rows], [1 - r["test_acc"] for r in rows])
     measured = f"Spearman rank correlation {rho:+.2f} over {len(rows)} models"
-    return Claim("C2", claim, paper, measured, rho > 0)
+    return Claim("C2", claim, paper, measured, rho > 0, rho)
 
 
 def c14_alternet(view: StudyView) -> Claim:
@@ -41,15 +49,19 @@ def c14_alternet(view: StudyView) -> Claim:
     if not (alt in view.runs and cnn in view.runs):
         return not_measured("C14", claim, paper)
     a, b = view.runs[alt]["test_acc"], view.runs[cnn]["test_acc"]
-    return Claim("C14", claim, paper, f"{alt} {a:.1%} vs {cnn} {b:.1%}", a >= b)
+    return Claim("C14", claim, paper, f"{alt} {a:.1%} vs {cnn} {b:.1%}", a >= b, a - b)
 
 
 TRAINING_CHECKS: list[Callable[[StudyView], Claim]] = [c1_accuracy, c2_nll_train, c14_alternet]
 
 
-def evaluate_claims(view: StudyView) -> list[Claim]:
-    """Every claim, measured on this study (or marked not measured), in the paper's order."""
+def evaluate_claims(views: list[StudyView]) -> list[Verdict]:
+    """Every claim, measured on each seed's view of the study and combined into a verdict, in
+    the paper's order."""
+    from vitlens.ablations import CHECKS as ABLATION_CHECKS
     from vitlens.analysis.registry import analyses
 
-    checks = TRAINING_CHECKS + [check for spec in analyses() for check in spec.claims]
-    return sorted((check(view) for check in checks), key=claim_order)
+    checks = TRAINING_CHECKS + ABLATION_CHECKS
+    checks += [check for spec in analyses() for check in spec.claims]
+    verdicts = [combine([check(view) for view in views]) for check in checks]
+    return sorted(verdicts, key=lambda v: claim_order(v.claim))

@@ -139,25 +139,26 @@ def _buildup_table(folder: StudyFolder) -> str:
     )
 
 
-def _claims_table(view: StudyView) -> str:
-    def verdict(holds):
-        if holds is None:
-            return "<span class=na>n/a</span>"
-        return "<span class=yes>holds</span>" if holds else "<span class=no>does not hold</span>"
-
-    rows = "".join(
-        f"<tr><td>{c.id}</td><td>{html.escape(c.claim)}</td><td>{html.escape(c.paper)}</td>"
-        f"<td>{html.escape(c.measured)}</td><td>{verdict(c.holds)}</td></tr>"
-        for c in evaluate_claims(view)
-    )
+def _claims_table(views: list[StudyView]) -> str:
+    css = {"holds": "yes", "does not hold": "no", "inconclusive": "na", "not measured": "na"}
+    rows = []
+    for v in evaluate_claims(views):
+        c, word = v.claim, v.verdict if v.verdict != "not measured" else "n/a"
+        spread = f"<br><small>{html.escape(v.spread)}</small>" if v.spread else ""
+        rows.append(
+            f"<tr><td>{c.id}</td><td>{html.escape(c.claim)}</td><td>{html.escape(c.paper)}</td>"
+            f"<td>{html.escape(c.measured)}</td>"
+            f"<td><span class={css[v.verdict]}>{word}</span>{spread}</td></tr>"
+        )
     return (
         "<table><tr><th>#</th><th>claim</th><th>paper</th><th>this study</th><th>here</th></tr>"
-        f"{rows}</table>"
+        f"{''.join(rows)}</table>"
     )
 
 
 def _scale_box(plan: dict[str, Any], steps: dict[str, Any]) -> str:
     models = plan["models"]
+    seeds = plan.get("seeds", 1)
     n_images = "the whole training set" if plan["fraction"] == 1 else f"{plan['fraction']:.0%}"
     wall = sum(s.get("seconds", 0) for s in steps.values())
     return (
@@ -165,10 +166,11 @@ def _scale_box(plan: dict[str, Any], steps: dict[str, Any]) -> str:
         f"({html.escape(', '.join(models))}) trained for {plan['epochs']} epochs on "
         f"{n_images} of <b>{html.escape(plan['dataset'])}</b> with the "
         f"<b>{html.escape(plan['train_preset'])}</b> recipe (study preset "
-        f"<b>{html.escape(plan['preset'])}</b>); analyses streamed the batches listed in "
-        f"study.json. Total step time {wall / 60:.1f} min. The paper trains on CIFAR-100 for "
-        "300 epochs: at this scale only the <i>direction</i> of each claim can be checked, not "
-        "its magnitude.</div>"
+        f"<b>{html.escape(plan['preset'])}</b>), "
+        f"{'one seed' if seeds == 1 else f'{seeds} seeds each'}; analyses streamed the "
+        f"batches listed in study.json. Total step time {wall / 60:.1f} min. The paper "
+        "trains on CIFAR-100 for 300 epochs: at this scale only the <i>direction</i> of each "
+        "claim can be checked, not its magnitude.</div>"
     )
 
 
@@ -186,41 +188,84 @@ def _section(key: str, view: StudyView, figures, folder: StudyFolder) -> list[st
     for spec in analyses():
         for figure in spec.figures if spec.section == key else ():
             if figure.name in figures:
-                path, caption = figures[figure.name]
-                parts.append(
-                    f"<figure>{_img(path)}<figcaption>{html.escape(caption)}</figcaption></figure>"
-                )
+                parts.append(_figure_html(*figures[figure.name]))
+    if key == "optimization":
+        parts += [_figure_html(*figures[name]) for name in figures if name.startswith("ablation_")]
     if key == "harmonize":
         parts.append(_buildup_table(folder))
     return parts
 
 
-def write_report(folder: str | Path) -> Path:
-    """Draw every figure from the saved Results of a study and write `report.html`."""
+def _figure_html(path: Path, caption: str) -> str:
+    return f"<figure>{_img(path)}<figcaption>{html.escape(caption)}</figcaption></figure>"
+
+
+def seed_views(plan, results, rows) -> list[StudyView]:
+    """One StudyView per seed: the study's models under their own names, with that seed's
+    ablation members under their keys."""
+    from vitlens.ablations import comparisons, seeded
     from vitlens.study import model_family
 
+    views = []
+    for seed in range(plan.seeds):
+        names = {seeded(m, seed): m for m in plan.models}
+        comps = comparisons(plan, seed)
+        names.update({k: k for pairs in comps.values() for _, k in pairs if k not in names})
+
+        def pick(by_key: dict, names=names) -> dict:
+            return {names[k]: v for k, v in by_key.items() if k in names}
+
+        views.append(
+            StudyView(
+                {a: pick(by) for a, by in results.items()},
+                pick(rows),
+                list(plan.models),
+                {m: model_family(m) for m in plan.models},
+                comps,
+            )
+        )
+    return views
+
+
+def _ablation_figures(view: StudyView, folder: StudyFolder) -> dict[str, tuple[Path, str]]:
+    from vitlens.report.ablation_figures import FIGURES
+
+    drawn = {}
+    for name, draw, caption in FIGURES:
+        path = draw(view, folder.figures / f"{name}.png")
+        if path is not None:
+            drawn[name] = (path, caption)
+    return drawn
+
+
+def write_report(folder: str | Path) -> Path:
+    """Draw every figure from the saved Results of a study and write `report.html`."""
+    from vitlens.ablations import study_members
+    from vitlens.study import StudyPlan
+
     folder = StudyFolder(Path(folder))
-    plan, steps = folder.read_state()
-    models = plan["models"]
+    plan_data, steps = folder.read_state()
+    plan = StudyPlan.from_json(plan_data, where=folder.plan_file)
     results = load_study_results(folder)
-    view = StudyView(
-        results, load_run_rows(folder, models), models, {m: model_family(m) for m in models}
-    )
-    figures = draw_study_figures(folder, results)
+    rows = load_run_rows(folder, [m.key for m in study_members(plan)])
+    views = seed_views(plan, results, rows)
+    main = views[0]  # figures and tables show the first seed's models
+    figures = draw_study_figures(folder, main.results)
+    figures.update(_ablation_figures(main, folder))
     parts = [
         "<!doctype html><html lang=en><head><meta charset=utf-8>",
         "<meta name=viewport content='width=device-width,initial-scale=1'>",
-        f"<title>vitlens study: {html.escape(plan['dataset'])}</title><style>{STYLE}</style>",
+        f"<title>vitlens study: {html.escape(plan.dataset)}</title><style>{STYLE}</style>",
         "</head><body><main>",
         "<h1>How do vision transformers work?</h1>",
         f"<p>A vitlens study of Park &amp; Kim (ICLR 2022), written "
         f"{datetime.date.today().isoformat()}.</p>",
-        _scale_box(plan, steps),
+        _scale_box(plan_data, steps),
         "<h2>The paper's claims, measured here</h2>",
-        _claims_table(view),
+        _claims_table(views),
     ]
     for key in INTROS:
-        parts += _section(key, view, figures, folder)
+        parts += _section(key, main, figures, folder)
     parts.append("</main></body></html>")
     atomic_write_text(folder.report, "\n".join(parts))
     return folder.report
