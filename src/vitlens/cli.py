@@ -283,6 +283,14 @@ def study_command(
     epochs: int = typer.Option(None, help="Training epochs per model."),
     only: str = typer.Option(None, help="Run only these analyses (comma-separated)."),
     seed: int = typer.Option(None, help="Seed of the whole study."),
+    seeds: int = typer.Option(
+        None, help="Repeat every training run over this many seeds (verdicts know the spread)."
+    ),
+    ablations: bool = typer.Option(
+        None,
+        "--ablations/--no-ablations",
+        help="Train the ViT variants that claims C3, C6, C7, C15, C16 need (default: the preset's).",
+    ),
     device: str = typer.Option(None, help="auto, cpu, cuda or mps."),
     data_dir: str = typer.Option(None, help="Where datasets are found."),
     quiet: bool = typer.Option(False, help="No progress bars."),
@@ -303,9 +311,12 @@ def study_command(
         epochs=epochs,
         analyses=only.split(",") if only else None,
         seed=seed,
+        seeds=seeds,
         device=device,
         data_dir=data_dir,
     )
+    if ablations is False:
+        overrides["ablations"] = {}  # an empty set of ablations: none are trained
     if resume is not None:
         study = Study.open(resume, quiet=quiet, **overrides)
     else:
