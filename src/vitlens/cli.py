@@ -289,7 +289,8 @@ def study_command(
     ablations: bool = typer.Option(
         None,
         "--ablations/--no-ablations",
-        help="Train the ViT variants that claims C3, C6, C7, C15, C16 need (default: the preset's).",
+        help="Train the ViT variants that claims C3, C6, C7, C15 and C16 need "
+        "(default: the preset's).",
     ),
     device: str = typer.Option(None, help="auto, cpu, cuda or mps."),
     data_dir: str = typer.Option(None, help="Where datasets are found."),
