@@ -58,9 +58,9 @@ def study_members(plan) -> list[Member]:
 
 def ablation_model(plan) -> str | None:
     """The study's ViT, whose variants the ablations train (None: the study has no ViT)."""
-    from vitlens.study import model_family
-
-    return next((m for m in plan.models if model_family(m) == "vit"), None)
+    if plan.runs:
+        return None  # a study of existing runs trains nothing
+    return next((m for m in plan.models if plan.family(m) == "vit"), None)
 
 
 def ablation_members(plan, seed: int) -> list[Member]:

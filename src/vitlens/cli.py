@@ -278,6 +278,11 @@ def study_command(
     out: Path = typer.Option(None, help="Study folder (default studies/PRESET-TIME)."),
     resume: Path = typer.Option(None, help="Continue the study in this folder."),
     models: str = typer.Option(None, help="Comma-separated models (default: the preset's)."),
+    runs: str = typer.Option(
+        None,
+        help="Comma-separated existing run folders (trained or imported) to analyse instead of "
+        "training models; claims that need training runs say 'not measured'.",
+    ),
     dataset: str = typer.Option(None, help="Dataset (default: the preset's)."),
     fraction: float = typer.Option(None, help="Class-balanced share of the training set."),
     epochs: int = typer.Option(None, help="Training epochs per model."),
@@ -300,7 +305,7 @@ def study_command(
     import datetime
 
     from vitlens import distributed as dist
-    from vitlens.study import Study, StudyPlan
+    from vitlens.study import Study, StudyPlan, runs_overrides
     from vitlens.train.loop import resolve_device
 
     # Under torchrun, join the process group before any rank touches the study folder.
@@ -318,6 +323,8 @@ def study_command(
     )
     if ablations is False:
         overrides["ablations"] = {}  # an empty set of ablations: none are trained
+    if runs:
+        overrides.update(runs_overrides(runs.split(","), dataset))
     if resume is not None:
         study = Study.open(resume, quiet=quiet, **overrides)
     else:

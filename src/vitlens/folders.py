@@ -48,9 +48,6 @@ class StudyFolder:
     def run(self, model: str) -> Path:
         return self.root / "runs" / model
 
-    def metrics(self, model: str) -> Path:
-        return self.run(model) / "metrics.jsonl"
-
     def result(self, analysis: str, model: str) -> Path:
         return self.root / "results" / analysis / f"{model}.json"
 

@@ -50,6 +50,7 @@ class StudyPlan:
     seed: int = 0
     seeds: int = 1
     ablations: dict[str, Any] | None = None  # `vitlens.presets.Ablations` as a dict; None: none
+    runs: dict[str, str] = field(default_factory=dict)  # label -> run folder, not trained here
     data_dir: str | None = None
     device: str = "auto"
 
@@ -111,6 +112,8 @@ class StudyPlan:
 
         if not self.models:
             raise ConfigError("a study needs at least one model")
+        if self.runs:
+            return self._validate_runs()
         unknown = [m for m in self.models if m not in MODELS]
         if unknown:
             raise UnknownNameError(f"unknown model(s) {unknown}; see `vitlens models`")
@@ -126,6 +129,26 @@ class StudyPlan:
 
         for member in study_members(self):
             self.train_config(member)
+
+    def _validate_runs(self) -> None:
+        from vitlens.train.runs import resolve_checkpoint
+
+        if list(self.runs) != list(self.models):
+            raise ConfigError("a study of existing runs studies exactly those runs")
+        if self.seeds != 1 or self.ablations:
+            raise ConfigError("a study of existing runs trains nothing: no --seeds, no ablations")
+        for path in self.runs.values():
+            resolve_checkpoint(path)  # a clear error if it is not a run folder
+
+    def run_path(self, key: str, folder: StudyFolder) -> Path:
+        """Where the run of member `key` lives: an existing run, or `runs/KEY/` of the study."""
+        return Path(self.runs[key]) if key in self.runs else folder.run(key)
+
+    def family(self, model: str) -> str:
+        """The family of a member: its ModelSpec's, or read from an existing run's blocks."""
+        if model not in self.runs:
+            return model_family(model)
+        return run_family(self.runs[model])
 
     def train_config(self, member):
         """The training config of one member of the study (validated by `TrainConfig`)."""
@@ -180,6 +203,41 @@ def model_family(model: str) -> str:
     return MODELS[model].family.__name__.lower()
 
 
+@functools.cache
+def run_family(path: str) -> str:
+    """The family of the model in a run folder: its zoo model's, or a guess from its block kinds
+    (`transformer`: attention and no convolution blocks; `cnn`: the reverse; else `hybrid`)."""
+    from vitlens.anatomy import anatomy_of
+    from vitlens.models import MODELS
+    from vitlens.train.runs import load_model
+
+    model, record = load_model(path, "cpu")
+    name = record.get("model_spec", {}).get("name")
+    if name in MODELS:
+        return model_family(name)
+    kinds = anatomy_of(model, need_blocks=False).kinds()
+    if "msa" in kinds:
+        return "transformer" if "conv" not in kinds else "hybrid"
+    return "cnn" if "conv" in kinds else "unknown"
+
+
+def runs_overrides(paths: list[str], dataset: str | None) -> dict[str, Any]:
+    """Plan settings for a study of existing run folders: each labelled by its folder name."""
+    labels: dict[str, str] = {}
+    for path in paths:
+        label = Path(path).resolve().name or "run"
+        while label in labels:
+            label += "'"
+        labels[label] = str(Path(path).resolve())
+    return dict(runs=labels, models=list(labels), seeds=1, ablations={}, dataset=dataset or "")
+
+
+def study_member_model(plan: StudyPlan, key: str) -> str:
+    from vitlens.ablations import study_members
+
+    return next(m.model for m in study_members(plan) if m.key == key)
+
+
 class Study:
     """Runs a `StudyPlan` in a folder, step by step, resumably."""
 
@@ -225,13 +283,14 @@ class Study:
 
         members = study_members(self.plan)
         for member in members:
-            self._step(f"train/{member.key}", lambda m=member: self._train(m))
+            if member.key not in self.plan.runs:
+                self._step(f"train/{member.key}", lambda m=member: self._train(m))
         for name in self.plan.analyses:
             spec = get_analysis(name)
             for m in members:
                 if m.analyses is not None and name not in m.analyses:
                     continue
-                if not spec.needs <= self._kinds(m.model):
+                if not spec.needs <= self._kinds(m.key):
                     continue
                 self._step(f"{name}/{m.key}", lambda a=name, k=m.key: self._analyse(a, k))
         if dist.is_main():
@@ -265,7 +324,7 @@ class Study:
             Console(stderr=True).print(text, highlight=False)
 
     def run_folder(self, model: str) -> Path:
-        return self.folder.run(model)
+        return self.plan.run_path(model, self.folder)
 
     def _train(self, member) -> list[Path]:
         from vitlens.train import Trainer
@@ -280,24 +339,30 @@ class Study:
         return [out]
 
     @functools.cache  # noqa: B019  (a few models per study; the Study lives for one run)
-    def _kinds(self, model: str) -> set[str]:
+    def _kinds(self, key: str) -> set[str]:
         import torch
 
         from vitlens.anatomy import anatomy_of
         from vitlens.models import create_model
+        from vitlens.train.runs import load_model
 
+        if key in self.plan.runs:
+            return anatomy_of(load_model(self.plan.runs[key], "cpu")[0]).kinds()
         with torch.device("meta"):
-            return anatomy_of(create_model(model)).kinds()
+            return anatomy_of(create_model(study_member_model(self.plan, key))).kinds()
 
     def _analyse(self, analysis: str, key: str) -> list[Path]:
         from vitlens.analysis.runner import run_analysis
 
         batches, batch_size = self.plan.budget.get(analysis, (None, None))
+        # Existing runs are analysed on their own data unless the study names a dataset.
+        dataset = (self.plan.dataset or None) if key in self.plan.runs else None
         result = run_analysis(
             analysis,
-            self.folder.run(key),
+            self.plan.run_path(key, self.folder),
             batches=batches,
             batch_size=batch_size,
+            dataset=dataset,
             data_dir=self.plan.data_dir,
             device=self.plan.device,
             seed=self.plan.seed,

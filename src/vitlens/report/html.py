@@ -60,11 +60,11 @@ def load_study_results(folder: StudyFolder) -> dict[str, dict[str, Result]]:
     return results
 
 
-def load_run_rows(folder: StudyFolder, models: list[str]) -> dict[str, dict[str, Any]]:
-    """model -> its last metrics row, with the total training seconds."""
+def load_run_rows(runs: dict[str, Path]) -> dict[str, dict[str, Any]]:
+    """member key -> the last metrics row of its run folder, with the total training seconds."""
     rows = {}
-    for model in models:
-        path = folder.metrics(model)
+    for model, run in runs.items():
+        path = run / "metrics.jsonl"
         if path.exists():
             lines = [json.loads(x) for x in path.read_text().splitlines() if x.strip()]
             if lines:
@@ -204,7 +204,6 @@ def seed_views(plan, results, rows) -> list[StudyView]:
     """One StudyView per seed: the study's models under their own names, with that seed's
     ablation members under their keys."""
     from vitlens.ablations import comparisons, seeded
-    from vitlens.study import model_family
 
     views = []
     for seed in range(plan.seeds):
@@ -220,7 +219,7 @@ def seed_views(plan, results, rows) -> list[StudyView]:
                 {a: pick(by) for a, by in results.items()},
                 pick(rows),
                 list(plan.models),
-                {m: model_family(m) for m in plan.models},
+                {m: plan.family(m) for m in plan.models},
                 comps,
             )
         )
@@ -247,7 +246,7 @@ def write_report(folder: str | Path) -> Path:
     plan_data, steps = folder.read_state()
     plan = StudyPlan.from_json(plan_data, where=folder.plan_file)
     results = load_study_results(folder)
-    rows = load_run_rows(folder, [m.key for m in study_members(plan)])
+    rows = load_run_rows({m.key: plan.run_path(m.key, folder) for m in study_members(plan)})
     views = seed_views(plan, results, rows)
     main = views[0]  # figures and tables show the first seed's models
     figures = draw_study_figures(folder, main.results)
