@@ -60,8 +60,11 @@ CAPTIONS = {
     "landscape_1d": "1-D slices of the loss landscapes, models overlaid (paper Fig. 1a).",
     "trajectory": "Optimization trajectory in polar form: distance to the final weights against "
     "the angle to the initial displacement (paper Fig. 1b).",
-    "fourier": "Relative log amplitude of the feature maps' Fourier transform at 1.0π against "
-    "depth, MSA blocks shaded (paper Fig. 2a, 8).",
+    "fourier": "Relative log amplitude of the feature maps' Fourier transform (paper Fig. 2a, 8). "
+    "Left: curves along the spectrum's half-diagonal, up to the Nyquist frequency 1.0π on "
+    "even-sized maps. Right, against depth with MSA blocks shaded: the value the authors' "
+    "notebook calls 1.0π, its last half-diagonal point (1 − 2/H)π on an even H×H map "
+    "((1 − 1/H)π on an odd one); the Nyquist value is stored separately in the result.",
     "variance": "Feature-map variance against depth, MSA blocks shaded (paper Fig. 9).",
     "cka": "Representational similarity (minibatch linear CKA) between all pairs of blocks.",
     "lesion": "Change in accuracy and NLL when one residual branch is removed (paper §4).",
