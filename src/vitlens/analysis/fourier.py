@@ -146,17 +146,11 @@ def _dft_table(height: int, width: int, device: torch.device) -> torch.Tensor:
     return torch.cat([torch.cos(angle), torch.sin(angle)], dim=1).to(device)
 
 
-def diagonal_spectrum(maps: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Real and imaginary parts of F[rows[k], cols[k]] for every map, without a 2-D FFT.
+def diagonal_spectrum_unsigned(maps: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(Re, -Im) of F[rows[k], cols[k]] for every map, each (B, C, K + 1) float64.
 
     One float64 matrix product with `_dft_table`, contracted along whichever axis of the map's
     memory is contiguous (token models hand over (B, C, H, W) views of (B, H·W, C) tensors).
-
-    Args:
-        maps: (B, C, H, W) maps, any dtype and strides.
-
-    Returns:
-        (re, im), each (B, C, K + 1) float64.
     """
     B, C, H, W = maps.shape
     table = _dft_table(H, W, float64_device(maps.device))
@@ -166,20 +160,37 @@ def diagonal_spectrum(maps: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         y = torch.matmul(table.T, x.transpose(1, 2)).transpose(1, 2)
     else:
         y = x @ table
-    return y[..., :points], -y[..., points:]
+    return y[..., :points], y[..., points:]
+
+
+def diagonal_spectrum(maps: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Real and imaginary parts of F[rows[k], cols[k]] for every map, without a 2-D FFT.
+
+    Args:
+        maps: (B, C, H, W) maps, any dtype and strides.
+
+    Returns:
+        (re, im), each (B, C, K + 1) float64.
+    """
+    re, minus_im = diagonal_spectrum_unsigned(maps)
+    return re, -minus_im
 
 
 def _log_amplitude_sum(maps: torch.Tensor, eps: float = EPS) -> torch.Tensor:
-    """Sum over images and channels of log(|F[k, k]| + eps) along the half-diagonal: (K + 1,)."""
+    """Sum over images and channels of log(|F[k, k]| + eps) along the half-diagonal: (K + 1,).
+
+    Few, in-place operations per map: on a loaded machine every multi-threaded op waits for all
+    its threads, so the op count matters as much as the arithmetic.
+    """
     H, W = maps.shape[-2:]
     if max(H, W) <= DIRECT_MAX_SIDE:
-        re, im = diagonal_spectrum(maps)
-        amplitude = torch.hypot(re, im)
+        re, minus_im = diagonal_spectrum_unsigned(maps)
+        amplitude = torch.hypot(re, minus_im)  # the sign of Im does not change |F|
     else:
         rows, cols, _ = diagonal(H, W)
         x = maps.to(float64_device(maps.device), torch.float64)
         amplitude = torch.fft.rfft2(x)[..., rows, cols].abs()  # (B, C, K + 1), unnormalized
-    return torch.log(amplitude + eps).sum(dim=(0, 1))
+    return amplitude.add_(eps).log_().sum(dim=(0, 1))
 
 
 def log_amplitude_curve(maps: torch.Tensor, eps: float = EPS) -> torch.Tensor:
