@@ -9,8 +9,12 @@ released that code (official_repo.md §4.6); this module is a verified re-implem
 - `HessianOperator` is a `vitlens.analysis.linalg.LinearOperator`. It runs the forward pass and
   the first backward (create_graph=True) ONCE per batch, under `explicit_attention` (fused SDPA
   has no double backward), and every product H v is one more backward through that retained
-  graph (Pearlmutter 1994). PyHessian also reuses the graph; the speed-up over it comes from
-  Lanczos needing far fewer products than deflated power iteration.
+  graph (Pearlmutter 1994); `matmat` batches b products into one vmapped backward. PyHessian
+  also reuses the graph; the speed-up over it comes from Lanczos needing far fewer products than
+  deflated power iteration, and from stopping on the gap bound min(r, r^2 / gap) on each
+  eigenvalue's error rather than on the residual r (a few steps fewer at the same tolerance).
+  On CPUs a batched product costs no less than single ones, so block Lanczos (`block_size` > 1)
+  is opt-in; it is meant for GPUs, where a batch of products costs little more than one.
 - The L2 convention is L2 = (weight_decay / 2) * sum ||theta||^2 over the selected parameters,
   so that grad L2 = weight_decay * theta (what weight decay adds to SGD's gradient) and the term
   adds exactly weight_decay * I to the Hessian. It is applied analytically (H v + wd v), so the
