@@ -349,11 +349,12 @@ def _orthonormal_block(
     A column that vanishes (the block Krylov space became invariant in that direction) is
     replaced by a random one orthogonal to everything so far, so the block keeps its width.
     """
+    # Relative to the block before projection: what is left of a column below this is noise.
+    floor = math.sqrt(torch.finfo(op.dtype).eps) * max(w.norm(dim=0).max().item(), 1e-300)
     for _ in range(2):
         if q is not None:
             w = w - q @ (q.T @ w)
     basis, r = torch.linalg.qr(w)
-    floor = math.sqrt(torch.finfo(op.dtype).eps) * max(r.abs().max().item(), 1e-300)
     for i in (r.diagonal().abs() <= floor).nonzero().flatten().tolist():
         fresh = torch.randn(op.size, generator=gen, dtype=torch.float64).to(op.device, op.dtype)
         done = basis[:, :i] if q is None else torch.cat([q, basis[:, :i]], dim=1)
