@@ -1,15 +1,17 @@
 """Cost of the streamed feature-map analyses against one plain forward pass (the floor).
 
 Each analysis must run the model over the data once; what it adds on top is its own statistic
-(Fourier: float64 `rfft2` of every block's map and a log along the diagonal; variance: a spatial
-`var` per map; CKA: a float64 Gram matrix per block and one all-pairs matmul). For vitlens ViT-Ti
-(patch 2) and ResNet-18 on random CIFAR-sized batches this times a plain `model(x)` loop under
-`no_grad` against `fourier`, `variance` and `cka` over the same batches. Runs are interleaved
-(floor, fourier, variance, cka, floor, ...) so that load on a shared machine hits all alike.
+(Fourier: the K + 1 half-diagonal entries of every block's spectrum, one float64 matmul on maps
+of side <= 16 and `rfft2` above, and a log; variance: a centred float64 sum of squares per map;
+CKA: a float64 Gram matrix per block and one all-pairs matmul). For vitlens ViT-Ti (patch 2) and
+ResNet-18 on random CIFAR-sized batches this times a plain `model(x)` loop under `no_grad`
+against `fourier`, `variance` and `cka` over the same batches. Runs are interleaved (floor,
+fourier, variance, cka, floor, ...) so that load on a shared machine hits all alike.
 
 Writes benchmarks/results/feature_cost_bench.json.
 
     python benchmarks/feature_cost_bench.py [--batches 4] [--batch 64] [--repeats 3] [--threads 2]
+        [--analyses fourier,variance,cka]
 """
 
 from __future__ import annotations
@@ -42,6 +44,7 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--analyses", default="fourier,variance,cka", help="comma-separated")
     parser.add_argument("--out", default="benchmarks/results/feature_cost_bench.json")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -50,17 +53,14 @@ def main() -> None:
         (torch.randn(args.batch, 3, 32, 32), torch.randint(0, 10, (args.batch,)))
         for _ in range(args.batches)
     ]
-    runs = {
-        "forward": forward_only,
-        "fourier": fourier,
-        "variance": variance,
-        "cka": cka,
-    }
+    analyses = {"fourier": fourier, "variance": variance, "cka": cka}
+    runs = {"forward": forward_only} | {a: analyses[a] for a in args.analyses.split(",")}
     report = {
         "benchmark": "feature_analysis_cost",
         "batches": args.batches,
         "batch_size": args.batch,
         "threads": args.threads,
+        "analyses": list(runs)[1:],
         "models": {},
         "machine": {"platform": platform.platform(), "processor": platform.processor()},
         "torch": torch.__version__,
@@ -84,7 +84,10 @@ def main() -> None:
         print(name, json.dumps(report["models"][name]["ratio_to_forward"]))
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(report, indent=1))
+    tmp = out.with_suffix(".tmp")
+    tmp.write_text(json.dumps(report, indent=1))
+    tmp.replace(out)
+    print(f"wrote {out}")
 
 
 if __name__ == "__main__":

@@ -28,8 +28,11 @@ from vitlens.analysis.fourier import (
     FourierResult,
     delta_log_amplitude,
     diagonal,
+    diagonal_spectrum,
     fourier,
+    has_nyquist,
     log_amplitude_curve,
+    notebook_point,
 )
 from vitlens.analysis.lesion import LesionResult, lesion
 from vitlens.analysis.variance import VarianceResult, spatial_variance, variance
@@ -105,6 +108,85 @@ def test_box_blur_lowers_high_frequencies_by_its_transfer_function():
     assert change[-1] == pytest.approx(math.log(1 / 9), abs=1e-4)  # lower at 1.0π
 
 
+@pytest.mark.parametrize("side", [(7, 7), (8, 8), (14, 14), (16, 16), (5, 8), (12, 9)])
+def test_direct_diagonal_equals_the_fft2_diagonal(side):
+    """The one-matmul diagonal equals fft2's diagonal to 1e-10 (float64), odd and even sides."""
+    H, W = side
+    g = torch.Generator().manual_seed(H * 100 + W)
+    maps = torch.randn(3, 4, H, W, generator=g, dtype=torch.float64) * 5 + 2
+    rows, cols, _ = diagonal(H, W)
+    expected = torch.fft.fft2(maps)[..., rows, cols]
+    re, im = diagonal_spectrum(maps)
+    scale = expected.abs().max()
+    assert ((re - expected.real).abs().max() / scale) < 1e-10
+    assert ((im - expected.imag).abs().max() / scale) < 1e-10
+    # The same through a token layout: a (B, C, H, W) view of a (B, H*W, C) tensor.
+    tokens = maps.permute(0, 2, 3, 1).reshape(3, H * W, 4)
+    view = tokens.transpose(1, 2).reshape(3, 4, H, W)
+    re_view, im_view = diagonal_spectrum(view)
+    assert torch.allclose(re_view, re, rtol=0, atol=1e-10 * scale)
+    assert torch.allclose(im_view, im, rtol=0, atol=1e-10 * scale)
+
+
+def test_square_diagonal_is_the_dft_of_folded_anti_diagonal_sums():
+    """F[k, k] = sum_s c_s e^{-2πi k s / H} with c_s the sum of x[m, n] over m + n ≡ s (mod H)."""
+    H = 10
+    x = torch.randn(H, H, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
+    m, n = torch.meshgrid(torch.arange(H), torch.arange(H), indexing="ij")
+    folded = torch.zeros(H, dtype=torch.float64).index_add_(
+        0, ((m + n) % H).reshape(-1), x.reshape(-1)
+    )
+    k = torch.arange(H // 2 + 1)
+    expected = torch.fft.fft(folded)[k]
+    re, im = diagonal_spectrum(x[None, None])
+    assert torch.allclose(torch.complex(re, im)[0, 0], expected, atol=1e-10)
+
+
+def notebook_delta_log_amplitude(maps: torch.Tensor) -> torch.Tensor:
+    """The authors' notebook, written out: log|fft2|, shift, mean over B and C, diag()[H/2:]."""
+    H, W = maps.shape[-2:]
+    f = torch.log(torch.fft.fft2(maps.double()).abs() + EPS)
+    f = torch.roll(f, shifts=(H // 2, W // 2), dims=(-2, -1)).mean(dim=(0, 1))
+    half = f.diagonal()[H // 2 :]
+    return half - half[0]
+
+
+@pytest.mark.parametrize("H", [8, 14])
+def test_high_frequency_is_the_notebooks_last_point_on_even_maps(H):
+    maps = torch.randn(4, 6, H, H, generator=torch.Generator().manual_seed(H), dtype=torch.float64)
+    ours = delta_log_amplitude(maps)
+    theirs = notebook_delta_log_amplitude(maps)
+    assert len(theirs) == H // 2 and len(ours) == H // 2 + 1  # ours adds the Nyquist point
+    assert torch.allclose(ours[:-1], theirs, atol=1e-10)
+    assert notebook_point(H, H) == H // 2 - 1 and has_nyquist(H, H)
+    assert diagonal(H, H)[2][notebook_point(H, H)] == pytest.approx(1 - 2 / H)
+    # Nyquist: the (π, π) entry F[H/2, H/2] of the uncentred spectrum, relative to DC.
+    logs = torch.log(torch.fft.fft2(maps).abs() + EPS).mean(dim=(0, 1))
+    assert ours[-1] == pytest.approx(float(logs[H // 2, H // 2] - logs[0, 0]), abs=1e-10)
+
+
+def test_odd_maps_have_one_definition_and_no_nyquist():
+    maps = torch.randn(2, 3, 7, 7, generator=torch.Generator().manual_seed(7), dtype=torch.float64)
+    assert torch.allclose(delta_log_amplitude(maps), notebook_delta_log_amplitude(maps), atol=1e-10)
+    assert notebook_point(7, 7) == 3 and not has_nyquist(7, 7)
+
+
+def test_fourier_result_reports_the_notebook_point_and_nyquist_separately():
+    """vit_nano at 32 px has even 8x8 token maps: high_frequency is the notebook's k = 3 point."""
+    torch.manual_seed(0)
+    model = create_model("vit_nano", num_classes=CLASSES, depth=2).eval()
+    data = batches((3, 2))
+    result = fourier(model, data)
+    maps_by_block = [record(model, x)[0] for x, _ in data]
+    for i, name in enumerate(result.names):
+        assert result.map_sizes[i] == [8, 8]
+        curve = notebook_delta_log_amplitude(torch.cat([m[name] for m in maps_by_block]))
+        assert result.high_frequency[i] == pytest.approx(float(curve[-1]), abs=1e-9)
+        assert result.high_frequency_at[i] == pytest.approx(0.75)  # (1 - 2/8)π
+        assert result.nyquist[i] == result.delta_log_amplitude[i][-1]
+        assert result.frequencies[i][-1] == 1.0
+
+
 # --------------------------------------------------------------------------------------------
 # Variance
 
@@ -114,6 +196,16 @@ def test_spatial_variance_oracles():
     maps = torch.tensor([[[[1.0, 2.0], [3.0, 4.0]], [[0.0, 0.0], [0.0, 4.0]]]])  # (1, 2, 2, 2)
     # Channel 0: squares about 2.5 sum to 5, / 3 -> 5/3; channel 1: about 1 sum to 12, / 3 -> 4.
     assert spatial_variance(maps) == pytest.approx((5 / 3 + 4) / 2)
+
+
+def test_spatial_variance_matches_torch_var_on_maps_and_token_views():
+    g = torch.Generator().manual_seed(5)
+    maps = torch.randn(3, 4, 6, 6, generator=g, dtype=torch.float64) * 3 + 10
+    expected = maps.var(dim=(-2, -1), correction=1).mean().item()
+    assert spatial_variance(maps) == pytest.approx(expected, rel=1e-12)
+    tokens = torch.cat([torch.zeros(3, 1, 4, dtype=torch.float64), maps.flatten(2).mT], dim=1)
+    view = tokens[:, 1:].transpose(1, 2).reshape(3, 4, 6, 6)  # a ViT layout's map, CLS dropped
+    assert spatial_variance(view) == pytest.approx(expected, rel=1e-12)
 
 
 # --------------------------------------------------------------------------------------------

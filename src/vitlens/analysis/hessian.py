@@ -9,8 +9,12 @@ released that code (official_repo.md §4.6); this module is a verified re-implem
 - `HessianOperator` is a `vitlens.analysis.linalg.LinearOperator`. It runs the forward pass and
   the first backward (create_graph=True) ONCE per batch, under `explicit_attention` (fused SDPA
   has no double backward), and every product H v is one more backward through that retained
-  graph (Pearlmutter 1994). PyHessian also reuses the graph; the speed-up over it comes from
-  Lanczos needing far fewer products than deflated power iteration.
+  graph (Pearlmutter 1994); `matmat` batches b products into one vmapped backward. PyHessian
+  also reuses the graph; the speed-up over it comes from Lanczos needing far fewer products than
+  deflated power iteration, and from stopping on the gap bound min(r, r^2 / gap) on each
+  eigenvalue's error rather than on the residual r (a few steps fewer at the same tolerance).
+  On CPUs a batched product costs no less than single ones, so block Lanczos (`block_size` > 1)
+  is opt-in; it is meant for GPUs, where a batch of products costs little more than one.
 - The L2 convention is L2 = (weight_decay / 2) * sum ||theta||^2 over the selected parameters,
   so that grad L2 = weight_decay * theta (what weight decay adds to SGD's gradient) and the term
   adds exactly weight_decay * I to the Hessian. It is applied analytically (H v + wd v), so the
@@ -34,7 +38,7 @@ from torch.overrides import TorchFunctionMode
 
 from vitlens import distributed as dist
 from vitlens.analysis.claim import Claim, StudyView, not_measured
-from vitlens.analysis.linalg import Eigs, lanczos, power_iteration
+from vitlens.analysis.linalg import Bound, Eigs, block_lanczos, lanczos, power_iteration
 from vitlens.analysis.registry import register_analysis
 from vitlens.analysis.result import Provenance, Result
 from vitlens.analysis.spec import AnalysisSpec, Budget, Figure, Inputs, Option
@@ -309,7 +313,7 @@ class HessianOperator:
             explicit_attention(model),
             seeded_rng(seed, first.device),
         ):
-            loss = criterion(anatomy_of(model).forward(model, x), targets)
+            loss = criterion(anatomy_of(model, need_blocks=False).forward(model, x), targets)
             grads = torch.autograd.grad(loss, self.params, create_graph=True)
         # Only gradients that still depend on parameters carry second-order information.
         self._live = [i for i, g in enumerate(grads) if g.requires_grad]
@@ -337,6 +341,33 @@ class HessianOperator:
             )
             hv = [h if h is not None else z for h, z in zip(out, hv, strict=True)]
         flat = torch.cat([h.reshape(-1) for h in hv])
+        return flat + self.weight_decay * v if self.weight_decay else flat
+
+    def matmat(self, v: torch.Tensor) -> torch.Tensor:
+        """H V for a (size, b) block: one batched backward through the retained graph.
+
+        `torch.autograd.grad(..., is_grads_batched=True)` vmaps the double backward over the b
+        columns. On GPUs that costs far less than b products; on CPUs (measured on vit_nano,
+        benchmarks/hessian_bench.py) it is ~20% slower per product than `matvec`.
+        """
+        if self._grads is None:
+            raise VitlensError("this HessianOperator was closed")
+        b = v.shape[1]
+        self.n_matvecs += b
+        rows = torch.split(v.T, [p.numel() for p in self.params], dim=1)  # each (b, numel)
+        pieces = [r.reshape(b, *p.shape) for r, p in zip(rows, self.params, strict=True)]
+        hv = [torch.zeros(b, *p.shape, dtype=p.dtype, device=p.device) for p in self.params]
+        if self._live:
+            out = torch.autograd.grad(
+                [self._grads[i] for i in self._live],
+                self.params,
+                grad_outputs=[pieces[i] for i in self._live],
+                retain_graph=True,
+                allow_unused=True,
+                is_grads_batched=True,
+            )
+            hv = [h if h is not None else z for h, z in zip(out, hv, strict=True)]
+        flat = torch.cat([h.reshape(b, -1) for h in hv], dim=1).T
         return flat + self.weight_decay * v if self.weight_decay else flat
 
     def gradient(self) -> torch.Tensor:
@@ -461,6 +492,10 @@ class HessianResult(Result):
         ape: Average positive eigenvalue of the pooled values.
         k, batch_size, which, method, tol, max_iter: The eigenvalue settings. `which` is
             "magnitude" for the paper's (PyHessian) semantics: the k largest |lambda|.
+        bound: Lanczos stopping rule: "residual" (|lambda - theta| <= r) or "gap"
+            (min(r, r^2 / gap)), both relative to the largest |Ritz value| (`tol`).
+        block_size: Hessian-vector products per Lanczos step (1: plain Lanczos; more: block
+            Lanczos with batched products).
         objective, weight_decay, l2_convention: The loss (see `L2_CONVENTION`).
         augment: repr of the augmentation ("none" for clean data with integer labels).
         train_mode: Whether the model ran in train mode.
@@ -485,6 +520,8 @@ class HessianResult(Result):
     method: str = "lanczos"
     tol: float = 1e-3
     max_iter: int = 100
+    bound: str = "residual"  # results saved before the field existed used the residual rule
+    block_size: int = 1
     objective: str = "nll+l2"
     weight_decay: float = 0.0
     l2_convention: str = L2_CONVENTION
@@ -509,13 +546,29 @@ def top_eigenvalues(
     tol: float = 1e-3,
     max_iter: int = 100,
     seed: int = 0,
+    bound: Bound = "gap",
+    block_size: int = 1,
 ) -> Eigs:
     """Top-k eigenvalues of an operator by Lanczos or (PyHessian's) deflated power iteration.
 
-    `max_iter` counts Lanczos steps in total, but iterations per eigenvalue for power iteration.
+    `max_iter` counts Hessian-vector products in total for Lanczos (plain, or block Lanczos with
+    batched products when `block_size` > 1), but iterations per eigenvalue for power iteration.
     """
     if method == "lanczos":
-        return lanczos(op, k, which=which, tol=tol, max_iter=max_iter, seed=seed)
+        if block_size < 1:
+            raise ConfigError(f"block_size must be at least 1, got {block_size}")
+        if block_size == 1:
+            return lanczos(op, k, which=which, tol=tol, max_iter=max_iter, seed=seed, bound=bound)
+        return block_lanczos(
+            op,
+            k,
+            block_size=block_size,
+            which=which,
+            tol=tol,
+            max_iter=max_iter,
+            seed=seed,
+            bound=bound,
+        )
     if method == "power":
         if which != "magnitude":
             raise ConfigError("power iteration finds the largest |lambda|; use which='magnitude'")
@@ -542,6 +595,8 @@ def hessian_spectrum(
     seed: int = 0,
     progress: bool = False,
     provenance: Provenance | None = None,
+    bound: Bound = "gap",
+    block_size: int = 1,
 ) -> HessianResult:
     """The paper's Hessian max-eigenvalue spectrum: top-k eigenvalues of each minibatch, pooled.
 
@@ -560,13 +615,19 @@ def hessian_spectrum(
         augment: The training augmentation, e.g. `vitlens.data.BatchMixer(K)`; None: clean data.
         which: Which eigenvalues; "magnitude" reproduces the paper's power-iteration semantics.
         method: "lanczos" (fast) or "power" (PyHessian's algorithm).
-        tol: Convergence tolerance (relative residual for Lanczos, relative change for power).
-        max_iter: Lanczos steps in total, or power iterations per eigenvalue.
+        tol: Convergence tolerance: for Lanczos on the eigenvalue error bound (`bound`), relative
+            to the largest |eigenvalue|; for power iteration the relative change per step.
+        max_iter: Hessian-vector products in total for Lanczos, or power iterations per
+            eigenvalue.
         params: Parameter subset (None: all).
         train_mode: Run the model in train mode.
         seed: Base seed.
         progress: Show a progress bar with ETA.
         provenance: What to record about model and data; wall time and device are filled in.
+        bound: Lanczos stopping rule, "gap" (min(r, r^2 / gap): fewer products for the same
+            tolerance) or "residual" (r, the earlier rule).
+        block_size: Products per Lanczos step; above 1, block Lanczos with batched products
+            (worth it on GPUs; on CPUs a batched product is no cheaper than single ones).
     """
     started = time.perf_counter()
     base = unwrap(model)
@@ -602,6 +663,8 @@ def hessian_spectrum(
                     tol=tol,
                     max_iter=max_iter,
                     seed=mix_seed(seed, i, 1),
+                    bound=bound,
+                    block_size=block_size,
                 )
                 n_params = op.size
                 rows.append(
@@ -630,6 +693,8 @@ def hessian_spectrum(
         method=method,
         tol=tol,
         max_iter=max_iter,
+        bound=bound if method == "lanczos" else "n/a",
+        block_size=block_size if method == "lanczos" else 1,
         objective=objective,
         weight_decay=float(weight_decay) if objective == "nll+l2" else 0.0,
         augment=repr(augment) if augment is not None else "none",

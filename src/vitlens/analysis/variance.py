@@ -56,9 +56,16 @@ class VarianceResult(Result):
 
 
 def _variance_sum(maps: torch.Tensor) -> torch.Tensor:
-    """Sum over images and channels of each map's unbiased spatial variance (float64 scalar)."""
-    # torch.var is numerically stable (two passes); only the sum needs float64.
-    return maps.var(dim=(-2, -1), correction=1).sum(dtype=torch.float64)
+    """Sum over images and channels of each map's unbiased spatial variance (float64 scalar).
+
+    Two passes, as `torch.var` does, but with plain reductions: centre each map on its mean, then
+    one float64 sum of all squares divided by H·W - 1. `torch.var` over the two spatial axes of a
+    token model's strided (B, C, H, W) view is several times slower than the forward pass's own
+    work on that tensor (benchmarks/feature_cost_bench.py).
+    """
+    n = maps.shape[-2] * maps.shape[-1]
+    centred = maps - maps.mean(dim=(-2, -1), keepdim=True)
+    return centred.square().sum(dtype=torch.float64) / (n - 1)
 
 
 def spatial_variance(maps: torch.Tensor) -> float:

@@ -68,9 +68,21 @@ def _weights_forcing_forward(mha: nn.MultiheadAttention):
     return forward
 
 
+@contextlib.contextmanager
+def every_known_switch(model: nn.Module) -> Iterator[nn.Module]:
+    """For a model no adapter describes: turn every attention layer vitlens knows (vitlens,
+    timm, `nn.MultiheadAttention`) to the explicit path."""
+    with (
+        switch_flag("explicit", True)(model),
+        switch_flag("fused_attn", False)(model),
+        force_mha_weights(model),
+    ):
+        yield model
+
+
 def explicit_attention(model: nn.Module) -> contextlib.AbstractContextManager:
     """Within the context, all attention in `model` takes the explicit, differentiable path."""
-    return anatomy_of(model).explicit(model)
+    return anatomy_of(model, need_blocks=False).explicit(model)
 
 
 def attention_maps(

@@ -65,7 +65,9 @@ def anatomy_of(model: nn.Module, *, need_blocks: bool = True) -> Anatomy:
         if matches(model):
             return _as_anatomy(describer(model), model, native=False)
     if not need_blocks:
-        return Anatomy(())
+        from vitlens.anatomy.attention import every_known_switch
+
+        return Anatomy((), explicit=every_known_switch)
     raise VitlensError(
         f"vitlens cannot see inside a {type(model).__module__}.{type(model).__name__}: it is not a "
         "vitlens model and no adapter describes it (known: timm ViT/DeiT, PiT, Swin, ResNet; "

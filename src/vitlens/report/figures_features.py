@@ -99,7 +99,7 @@ def _by_kind(ax: Axes, depths, values, kinds, *, line: bool = True) -> None:
 
 
 def plot_fourier(results: Sequence[FourierResult], path: str | Path) -> Path:
-    """ΔLog amplitude curves coloured by depth, and ΔLog amplitude at 1.0π against depth.
+    """ΔLog amplitude curves coloured by depth, and the notebook's high-frequency point by depth.
 
     Args:
         results: one FourierResult per model (one row each).
@@ -123,7 +123,7 @@ def plot_fourier(results: Sequence[FourierResult], path: str | Path) -> Path:
         _by_kind(right, r.depths, r.high_frequency, r.kinds)
         right.set(
             xlabel="normalized depth",
-            ylabel="ΔLog amplitude at 1.0π",
+            ylabel="ΔLog amplitude at the last point before π",
             title=f"{_title(r)}: high-frequency amplitude",
         )
         right.legend(fontsize=7, loc="best")
