@@ -314,6 +314,9 @@ def buildup_command(
     dataset: str = typer.Option("fashion-mnist-mini", help="Dataset."),
     epochs: int = typer.Option(3, help="Training epochs per candidate."),
     fraction: float = typer.Option(0.5, help="Class-balanced share of the training set."),
+    val_fraction: float = typer.Option(
+        0.1, help="Class-balanced share of the training set held out to decide on."
+    ),
     max_candidates: int = typer.Option(6, help="Stop after training this many candidates."),
     seed: int = typer.Option(0, help="Seed of every candidate's training."),
     device: str = typer.Option("auto", help="auto, cpu, cuda or mps."),
@@ -329,14 +332,17 @@ def buildup_command(
         dataset=dataset,
         epochs=epochs,
         fraction=fraction,
+        val_fraction=val_fraction,
         max_candidates=max_candidates,
         seed=seed,
         device=device,
         data_dir=data_dir,
         quiet=quiet,
     )
-    best = max(result.candidates, key=lambda c: c["accuracy"])
-    console.print(f"best MSA layout {best['msa']}: val acc {best['accuracy']:.4f} -> {out}")
+    console.print(
+        f"chosen MSA layout {result.best_msa} (decided on {result.decided_on}): val acc "
+        f"{result.best_accuracy:.4f}, test acc {result.best_test_accuracy:.4f} -> {out}"
+    )
 
 
 def _meta():
