@@ -264,7 +264,6 @@ def run_analysis(
         else:
             from vitlens.analysis.freqnoise_eval import frequency_noise_robustness
 
-            options.setdefault("eps", 0.1)
             result = frequency_noise_robustness(
                 {subject.name: subject.model},
                 data,
