@@ -126,3 +126,116 @@ def test_freqnoise_figure_draws_every_eps(tmp_path):
     for p in (sweep_png, single_png):
         assert p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and Image.open(p).size[0] > 300
     assert sweep_png.read_bytes() != single_png.read_bytes()
+
+
+# -- Hessian: SLQ spectral density and Hutch++ trace ----------------------------------------
+
+
+@pytest.fixture(scope="module")
+def small_hessian():
+    """A 51-parameter MLP, one batch, and its dense Hessian (NLL + L2) built column by column."""
+    from vitlens.analysis.hessian import HessianOperator
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 6), nn.Tanh(), nn.Linear(6, 3)).double()
+    x = torch.randn(16, 4, dtype=torch.float64)
+    y = torch.randint(0, 3, (16,))
+    with HessianOperator(model, (x, y), objective="nll+l2", weight_decay=0.05) as op:
+        dense = torch.stack([op.matvec(e) for e in torch.eye(op.size, dtype=torch.float64)], 1)
+        loss = op.loss
+    dense = (dense + dense.T) / 2
+    return model, [(x, y)], dense, loss
+
+
+def _spectrum(model, data, **kw):
+    from vitlens.analysis.hessian import hessian_spectrum
+
+    return hessian_spectrum(model, data, weight_decay=0.05, k=3, batch_size=16, n_batches=1, **kw)
+
+
+def test_slq_density_integrates_to_one_and_matches_the_dense_histogram(small_hessian, tmp_path):
+    import numpy as np
+
+    model, data, dense, loss = small_hessian
+    eigenvalues = torch.linalg.eigvalsh(dense).numpy()
+    r = _spectrum(model, data, density_vectors=64, density_steps=20, trace=False)
+    assert r.loss == [pytest.approx(loss)]  # the same batch and objective as the dense one
+    assert (r.density_vectors, r.density_steps, r.trace, r.trace_matvecs) == (64, 20, [], 0)
+    nodes, weights = np.array(r.density_nodes[0]), np.array(r.density_weights[0])
+    assert weights.sum() == pytest.approx(1.0) and len(nodes) == 64 * 20
+    grid = np.linspace(eigenvalues.min() - 1, eigenvalues.max() + 1, 4001)
+    smooth = np.array(r.spectral_density(grid.tolist(), sigma=0.02))
+    assert np.trapezoid(smooth, grid) == pytest.approx(1.0, abs=1e-6)
+    # Probability mass per histogram bin: SLQ's quadrature against the dense eigenvalues.
+    edges = np.linspace(eigenvalues.min() - 1e-6, eigenvalues.max() + 1e-6, 9)
+    slq_mass = np.histogram(nodes, edges, weights=weights)[0]
+    dense_mass = np.histogram(eigenvalues, edges)[0] / len(eigenvalues)
+    assert np.abs(slq_mass - dense_mass).sum() / 2 < 0.06  # total variation
+    # The smoothed densities agree too (same Gaussian width on the dense eigenvalues).
+    kernel = np.exp(-0.5 * ((grid[:, None] - eigenvalues[None]) / 0.2) ** 2)
+    dense_smooth = kernel.sum(1) / (len(eigenvalues) * 0.2 * np.sqrt(2 * np.pi))
+    slq_smooth = np.array(r.spectral_density(grid.tolist(), sigma=0.2))
+    assert np.abs(slq_smooth - dense_smooth).max() < 0.1 * dense_smooth.max()
+    # With as many Lanczos steps as parameters, the nodes are the exact eigenvalues.
+    full = _spectrum(model, data, density_vectors=4, density_steps=51, trace=False)
+    live = np.array(full.density_nodes[0])[np.array(full.density_weights[0]) > 1e-12]
+    assert np.abs(live[:, None] - eigenvalues[None]).min(axis=1).max() < 1e-8
+    assert load_result(r.save(tmp_path / "hessian.json")) == r
+
+
+def test_hutchpp_trace_is_within_its_bound_of_the_dense_trace(small_hessian):
+    model, data, dense, _ = small_hessian
+    exact = float(dense.trace())
+    r = _spectrum(model, data, density=False, trace_matvecs=30)
+    assert r.density_nodes == [] and r.density_vectors == 0 and r.trace_matvecs == 30
+    (estimate,), (stderr,) = r.trace, r.trace_stderr
+    assert stderr > 0 and abs(estimate - exact) <= 3 * stderr
+    assert r.mean_trace == estimate
+    # A budget of 3 x n sketches the whole space: the estimate is exact.
+    full = _spectrum(model, data, density=False, trace_matvecs=3 * 51)
+    assert full.trace[0] == pytest.approx(exact, rel=1e-9)
+
+
+def test_density_and_trace_options_are_checked(small_hessian):
+    from vitlens.errors import ConfigError
+
+    model, data, _, _ = small_hessian
+    with pytest.raises(ConfigError, match="Hutch"):
+        _spectrum(model, data, trace_matvecs=3)
+    off = _spectrum(model, data, density=False, trace=False)
+    assert off.density_nodes == [] and off.trace == [] and off.eigenvalues
+    assert off.curvature_batch_index == []
+    # Only the first `curvature_batches` minibatches pay for the density and trace.
+    from vitlens.analysis.hessian import hessian_spectrum
+
+    x, y = data[0]
+    three = hessian_spectrum(
+        model, [(x, y)] * 3, weight_decay=0.05, k=2, batch_size=16, curvature_batches=2,
+        density_vectors=1, density_steps=8, trace_matvecs=12,
+    )  # fmt: skip
+    assert three.batch_index == [0, 1, 2] and three.curvature_batch_index == [0, 1]
+    assert len(three.density_nodes) == len(three.trace) == 2
+    with pytest.raises(Exception, match="no spectral density"):
+        off.spectral_density([0.0], 0.1)
+
+
+def test_hessian_figure_shows_the_density_beside_the_spectra(small_hessian, tmp_path):
+    from vitlens.report.figures_surface import plot_hessian_spectra
+
+    model, data, _, _ = small_hessian
+    with_density = _spectrum(model, data, density_vectors=2, density_steps=10)
+    without = _spectrum(model, data, density=False, trace=False)
+    wide = plot_hessian_spectra([with_density], tmp_path / "wide.png")
+    narrow = plot_hessian_spectra([without], tmp_path / "narrow.png")
+    assert Image.open(wide).size[0] > 1.7 * Image.open(narrow).size[0]  # a second panel
+
+
+def test_cli_set_options_parse_to_analysis_options():
+    from vitlens.cli import _parse_options
+    from vitlens.errors import VitlensError
+
+    parsed = _parse_options(["eps=0.1,0.3,0.7", "density=false", "directions=hessian", "k=3"])
+    assert parsed == {"eps": [0.1, 0.3, 0.7], "density": False, "directions": "hessian", "k": 3}
+    for bad in ("eps", "=1", "two words=1"):
+        with pytest.raises(VitlensError, match="KEY=VALUE"):
+            _parse_options([bad])

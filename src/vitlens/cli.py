@@ -213,11 +213,19 @@ def analyze_command(
         None, help="Folder for the Result JSON and figures (default: RUN/analysis)."
     ),
     dataset: str = typer.Option(None, help="Evaluate on another dataset than the training one."),
-    other: Path = typer.Option(None, help="CKA only: a second run to compare against."),
+    other: Path = typer.Option(
+        None, help="CKA: a second run to compare against; landscape: interpolate towards it."
+    ),
     data_dir: str = typer.Option(None, help="Where datasets are found."),
     device: str = typer.Option("auto", help="auto, cpu, cuda or mps."),
     seed: int = typer.Option(0, help="Seed of every random choice of the analysis."),
     quiet: bool = typer.Option(False, help="No progress bars."),
+    set_: list[str] = typer.Option(
+        None,
+        "--set",
+        help="An option of the analysis, KEY=VALUE (repeatable), e.g. eps=0.1,0.3,0.7, "
+        "density=false, directions=hessian, pca=false.",
+    ),
 ) -> None:
     """Run one analysis of the paper on a trained model; save its Result (JSON) and figures."""
     from vitlens import distributed as dist
@@ -226,24 +234,50 @@ def analyze_command(
 
     if analysis not in ANALYSES:
         raise VitlensError(f"unknown analysis {analysis!r}; choose from {', '.join(ANALYSES)}")
-    result = run_analysis(
-        analysis,
-        checkpoint,
-        batches=batches,
-        batch_size=batch_size,
-        dataset=dataset,
-        data_dir=data_dir,
-        device=device,
-        seed=seed,
-        progress=not quiet,
-        other=other,
-    )
+    try:
+        result = run_analysis(
+            analysis,
+            checkpoint,
+            batches=batches,
+            batch_size=batch_size,
+            dataset=dataset,
+            data_dir=data_dir,
+            device=device,
+            seed=seed,
+            progress=not quiet,
+            other=other,
+            options=_parse_options(set_ or []),
+        )
+    except TypeError as err:  # an option the analysis does not take
+        if "unexpected keyword argument" not in str(err):
+            raise
+        raise VitlensError(f"{analysis}: unknown --set option ({err})") from None
     if not dist.is_main():
         return
     folder = out or (checkpoint if checkpoint.is_dir() else checkpoint.parent.parent) / "analysis"
     path = result.save(folder / f"{analysis}.json")
     figures = draw([result], folder)
     console.print(f"{analysis}: {path}" + "".join(f"\n  figure: {f}" for f in figures))
+
+
+def _parse_options(pairs: list[str]) -> dict:
+    """KEY=VALUE pairs to analysis options: JSON values (0.7, true, "x"), comma lists, strings."""
+    import json
+
+    def value(text: str):
+        try:
+            return json.loads(text)
+        except json.JSONDecodeError:
+            return text
+
+    options = {}
+    for pair in pairs:
+        key, sep, text = pair.partition("=")
+        if not sep or not key.isidentifier():
+            raise VitlensError(f"--set takes KEY=VALUE, got {pair!r}")
+        parts = [value(t) for t in text.split(",")] if "," in text else [value(text)]
+        options[key] = parts if len(parts) > 1 else parts[0]
+    return options
 
 
 @app.command("study")

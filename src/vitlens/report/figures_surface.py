@@ -1,7 +1,9 @@
 """Figures of the loss-surface analyses, drawn only from saved Results (DESIGN.md §4).
 
 - `plot_hessian_spectra`: density (Gaussian KDE) of the pooled top-k Hessian eigenvalues, models
-  overlaid, NEP and APE in the legend (paper Figs. 1c, 4).
+  overlaid, NEP and APE in the legend (paper Figs. 1c, 4); next to it, where the Results hold
+  one, the SLQ estimate of the whole spectral density on a log scale (PyHessian's figure), with
+  the Hutch++ trace in the legend.
 - `plot_landscape`: per model, contour and 3-D surface of a 2-D loss landscape (Fig. 1a; the
   authors' view: loss - min, plasma, elevation 15, azimuth 15).
 - `plot_landscape_curves`: 1-D landscapes (or the y = 0 row of 2-D ones) of several models.
@@ -70,7 +72,8 @@ def plot_hessian_spectra(
     labels: Sequence[str] | None = None,
     bandwidth: float | None = None,
 ) -> Path:
-    """Density of the pooled top-k eigenvalues, one curve per model, NEP/APE in the legend."""
+    """Density of the pooled top-k eigenvalues, one curve per model, NEP/APE in the legend;
+    beside it the SLQ spectral densities of the Results that have one."""
     _check(results, HessianResult)
     names = _labels(results, labels)
     pooled = [np.asarray(r.pooled(), dtype=float) for r in results]
@@ -78,8 +81,9 @@ def plot_hessian_spectra(
     hi = max(p.max() for p in pooled)
     pad = 0.1 * (hi - lo) if hi > lo else 1.0
     grid = np.linspace(lo - pad, hi + pad, 512)
-    fig = _new_figure(6.4, 4.0)
-    ax = fig.add_subplot()
+    with_density = [(n, r) for n, r in zip(names, results, strict=True) if r.density_nodes]
+    fig = _new_figure(12.0 if with_density else 6.4, 4.0)
+    ax = fig.add_subplot(1, 2 if with_density else 1, 1)
     for name, r, p in zip(names, results, pooled, strict=True):
         density = gaussian_kde(p, grid, bandwidth)
         label = f"{name} (NEP {100 * r.nep:.1f}%, APE {r.ape:.3g})"
@@ -91,7 +95,32 @@ def plot_hessian_spectra(
     r0 = results[0]
     ax.set_title(f"top-{r0.k} eigenvalues, batch {r0.batch_size}, {r0.objective}")
     ax.legend(fontsize="small")
+    if with_density:
+        _plot_slq_density(fig.add_subplot(1, 2, 2), with_density)
     return _save(fig, path)
+
+
+def _plot_slq_density(ax, named: Sequence[tuple[str, HessianResult]]) -> None:
+    """SLQ spectral densities (log scale, floor 1e-6), Gaussian-smoothed at 1% of the range."""
+    nodes = np.concatenate([np.ravel(r.density_nodes) for _, r in named])
+    lo, hi = float(nodes.min()), float(nodes.max())
+    pad = 0.05 * (hi - lo) if hi > lo else 1.0
+    grid = np.linspace(lo - pad, hi + pad, 800)
+    sigma = 0.01 * (hi - lo + 2 * pad)
+    for name, r in named:
+        density = np.maximum(np.asarray(r.spectral_density(grid.tolist(), sigma)), 1e-6)
+        trace = f", Hutch++ trace {r.mean_trace:.3g}" if r.trace else ""
+        ax.semilogy(grid, density, label=f"{name}{trace}")
+    ax.axvline(0.0, color="0.4", lw=0.8, ls=":")
+    ax.set_xlabel("Hessian eigenvalue")
+    ax.set_ylabel("density (log)")
+    r0 = named[0][1]
+    ax.set_title(
+        f"SLQ spectral density, {r0.density_vectors} x {r0.density_steps} Lanczos steps "
+        "per minibatch, mean over minibatches",
+        fontsize="small",
+    )
+    ax.legend(fontsize="small")
 
 
 def plot_landscape(
