@@ -239,3 +239,66 @@ def test_cli_set_options_parse_to_analysis_options():
     for bad in ("eps", "=1", "two words=1"):
         with pytest.raises(VitlensError, match="KEY=VALUE"):
             _parse_options([bad])
+
+
+# -- landscapes along Hessian eigenvectors, and between two runs -------------------------------
+
+
+def _flat(direction: dict[str, torch.Tensor], model: nn.Module) -> torch.Tensor:
+    return torch.cat([direction[n].reshape(-1) for n, _ in model.named_parameters()])
+
+
+def test_hessian_directions_are_orthonormal_top_eigenvectors(small_hessian):
+    from vitlens.analysis.landscape import hessian_directions
+
+    model, data, dense, _ = small_hessian
+    directions, values = hessian_directions(model, data[0], 2, seed=3)
+    d = torch.stack([_flat(v, model) for v in directions], dim=1)  # (n, 2)
+    torch.testing.assert_close(d.T @ d, torch.eye(2, dtype=d.dtype), atol=1e-8, rtol=0)
+    evals, evecs = torch.linalg.eigh(dense)  # dense = NLL Hessian + 0.05 I
+    assert values == pytest.approx((evals.flip(0)[:2] - 0.05).tolist(), rel=1e-6)
+    overlap = (evecs[:, -2:].flip(1).T @ d).abs().diagonal()
+    assert overlap.min() > 1 - 1e-6  # the same eigenvectors, up to sign
+
+
+def test_landscape_along_hessian_eigenvectors_curves_by_the_eigenvalue(small_hessian):
+    from vitlens.analysis.landscape import loss_landscape
+
+    model, data, _, _ = small_hessian
+    before = [p.detach().clone() for p in model.parameters()]
+    h = 1e-3
+    r = loss_landscape(model, data, dims=2, steps=3, span=h, directions="hessian", seed=3)
+    assert r.direction_kind == "hessian" and r.normalization == "none" and r.direction_seeds == []
+    assert r.excluded == [] and r.n_perturbed == 51
+    nll = r.grid("nll")
+    # Second differences of the NLL along d1 and d2 are the two top eigenvalues.
+    along_x = (nll[1, 2] - 2 * nll[1, 1] + nll[1, 0]) / h**2
+    along_y = (nll[2, 1] - 2 * nll[1, 1] + nll[0, 1]) / h**2
+    assert [along_x, along_y] == pytest.approx(r.direction_eigenvalues, rel=1e-3)
+    assert all(torch.equal(a, b) for a, b in zip(before, model.parameters(), strict=True))
+
+
+def test_linear_interpolation_between_two_runs(small_hessian, tmp_path):
+    from vitlens.analysis.hessian import nll_loss
+    from vitlens.analysis.landscape import loss_landscape
+    from vitlens.errors import ConfigError
+
+    model, data, _, _ = small_hessian
+    torch.manual_seed(5)
+    other = nn.Sequential(nn.Linear(4, 6), nn.Tanh(), nn.Linear(6, 3)).double()
+    r = loss_landscape(model, data, dims=1, steps=7, other=other, margin=0.25)
+    assert r.direction_kind == "interpolation" and r.dims == 1
+    assert r.xs == pytest.approx([-0.25, 0.0, 0.25, 0.5, 0.75, 1.0, 1.25])
+    x, y = data[0]
+    with torch.no_grad():
+        ends = [nll_loss(m(x), y).item() for m in (model, other)]
+        half = nn.Sequential(nn.Linear(4, 6), nn.Tanh(), nn.Linear(6, 3)).double()
+        for p, a, b in zip(half.parameters(), model.parameters(), other.parameters(), strict=True):
+            p.copy_((a + b) / 2)
+        middle = nll_loss(half(x), y).item()
+    assert [r.nll[0][1], r.nll[0][3], r.nll[0][5]] == pytest.approx([ends[0], middle, ends[1]])
+    assert load_result(r.save(tmp_path / "interp.json")) == r
+    with pytest.raises(ConfigError, match="same architecture"):
+        loss_landscape(model, data, dims=1, other=nn.Sequential(nn.Linear(4, 3)).double())
+    with pytest.raises(ConfigError, match="1-D"):
+        loss_landscape(model, data, dims=2, other=other)

@@ -187,7 +187,7 @@ def run_analysis(
         batch_size: images per batch (default: the analysis's own).
         dataset: evaluate on another dataset than the model was trained on.
         options: extra keyword arguments for the analysis function.
-        other: a second model, for CKA between two models.
+        other: a second model, for CKA between two models or the landscape's interpolation.
     """
     from vitlens.train.loop import resolve_device
 
@@ -229,6 +229,8 @@ def run_analysis(
             from vitlens.analysis.landscape import loss_landscape
 
             options.setdefault("steps", 11)
+            if other is not None:  # the 1-D linear interpolation towards another run
+                options.update(other=load_subject(other, dev).model, dims=1)
             result = loss_landscape(
                 subject.model,
                 data,

@@ -151,6 +151,13 @@ def plot_landscape(
     return _save(fig, path)
 
 
+_AXIS_LABELS = {
+    "random": "step along d1 (filter-normalized)",
+    "hessian": "distance along the top Hessian eigenvector",
+    "interpolation": "a in (1 - a) theta + a theta_other",
+}
+
+
 def plot_landscape_curves(
     results: Sequence[LandscapeResult],
     path: str | Path,
@@ -172,7 +179,8 @@ def plot_landscape_curves(
         if relative:
             curve = curve - curve[int(np.argmin(np.abs(xs)))]
         ax.plot(xs, curve, marker=".", label=name)
-    ax.set_xlabel("step along d1 (filter-normalized)")
+    kinds = {r.direction_kind for r in results}
+    ax.set_xlabel(_AXIS_LABELS.get(kinds.pop(), "step along d1") if len(kinds) == 1 else "step")
     ax.set_ylabel(f"{quantity} - {quantity}(0)" if relative else quantity)
     ax.legend(fontsize="small")
     return _save(fig, path)
