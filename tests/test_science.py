@@ -302,3 +302,61 @@ def test_linear_interpolation_between_two_runs(small_hessian, tmp_path):
         loss_landscape(model, data, dims=1, other=nn.Sequential(nn.Linear(4, 3)).double())
     with pytest.raises(ConfigError, match="1-D"):
         loss_landscape(model, data, dims=2, other=other)
+
+
+# -- PCA trajectories --------------------------------------------------------------------------
+
+
+def _write_snapshots(folder, n=6, seed=0):
+    from safetensors.torch import save_file
+
+    folder.mkdir(parents=True)
+    g = torch.Generator().manual_seed(seed)
+    snaps = []
+    for epoch in range(n):
+        tensors = {
+            "a": torch.randn(4, 5, generator=g) * (n - epoch),  # shrinking towards w*
+            "b": torch.randn(7, generator=g) + epoch,
+            "bn.running_var": torch.rand(3, generator=g),  # excluded: a BatchNorm statistic
+        }
+        save_file(tensors, str(folder / f"epoch{epoch:04d}.safetensors"))
+        snaps.append(torch.cat([tensors["a"].reshape(-1), tensors["b"]]).double())
+    return torch.stack(snaps)  # (n, 27), w* = last row
+
+
+@pytest.mark.parametrize("center", [True, False])
+def test_pca_directions_equal_an_svd_of_the_snapshot_differences(tmp_path, center):
+    from vitlens.analysis.trajectory import find_snapshots, polar_trajectory, trajectory_pca
+
+    weights = _write_snapshots(tmp_path / "run" / "snapshots")
+    diffs = weights - weights[-1]
+    fitted = diffs[:-1] - diffs[:-1].mean(0) if center else diffs[:-1]  # w* itself not fitted
+    _, s, vh = torch.linalg.svd(fitted, full_matrices=False)
+    want = vh[:2]
+    want = want * torch.where(diffs[0] @ want.T < 0, -1.0, 1.0)[:, None]  # first point >= 0
+    paths = [p for _, p in find_snapshots(tmp_path / "run")]
+    pca = trajectory_pca(paths, paths[-1], ["a", "b"], center, return_directions=True)
+    got = torch.cat([pca.directions["a"].reshape(2, -1), pca.directions["b"]], dim=1)
+    torch.testing.assert_close(got, want, atol=1e-10, rtol=0)
+    torch.testing.assert_close(pca.singular_values, s[:2], atol=1e-10, rtol=0)
+    torch.testing.assert_close(pca.coordinates, diffs @ want.T, atol=1e-10, rtol=0)
+    torch.testing.assert_close(pca.explained, s[:2] ** 2 / (s**2).sum(), atol=1e-12, rtol=0)
+    result = polar_trajectory(tmp_path / "run", pca_center=center)
+    assert result.pca_center is center and result.excluded == ["bn.running_var"]
+    coordinates = torch.tensor(result.pca_coordinates, dtype=torch.float64)
+    torch.testing.assert_close(coordinates, pca.coordinates, atol=1e-12, rtol=0)
+    assert result.pca_coordinates[-1] == [0.0, 0.0]  # w* at the origin
+    assert load_result(result.save(tmp_path / "trajectory.json")) == result
+    assert polar_trajectory(tmp_path / "run", pca=False).pca_coordinates == []
+
+
+def test_trajectory_figure_shows_the_pca_path_beside_the_polar_one(tmp_path):
+    from vitlens.analysis.trajectory import polar_trajectory
+    from vitlens.report.figures_surface import plot_trajectory
+
+    _write_snapshots(tmp_path / "run" / "snapshots")
+    with_pca = polar_trajectory(tmp_path / "run")
+    without = polar_trajectory(tmp_path / "run", pca=False)
+    wide = plot_trajectory([with_pca], tmp_path / "wide.png")
+    narrow = plot_trajectory([without], tmp_path / "narrow.png")
+    assert Image.open(wide).size[0] > 1.7 * Image.open(narrow).size[0]

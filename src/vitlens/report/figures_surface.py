@@ -7,7 +7,8 @@
 - `plot_landscape`: per model, contour and 3-D surface of a 2-D loss landscape (Fig. 1a; the
   authors' view: loss - min, plasma, elevation 15, azimuth 15).
 - `plot_landscape_curves`: 1-D landscapes (or the y = 0 row of 2-D ones) of several models.
-- `plot_trajectory`: polar optimization trajectories, radius against angle (Fig. 1b).
+- `plot_trajectory`: polar optimization trajectories, radius against angle (Fig. 1b), and next
+  to them the paths projected on their top-2 principal directions (Li et al. 2018).
 
 Each function writes a PNG atomically and returns its path; matplotlib's object API on the Agg
 canvas, so no global backend is switched.
@@ -192,11 +193,13 @@ def plot_trajectory(
     *,
     labels: Sequence[str] | None = None,
 ) -> Path:
-    """Polar trajectories: angle to the initial displacement against relative distance to w*."""
+    """Polar trajectories (angle to the initial displacement against relative distance to w*),
+    and beside them, where the Results hold it, the path in its top-2 PCA plane (Li et al.)."""
     _check(results, TrajectoryResult)
     names = _labels(results, labels)
-    fig = _new_figure(6.0, 4.6)
-    ax = fig.add_subplot(projection="polar")
+    with_pca = [(n, r) for n, r in zip(names, results, strict=True) if r.pca_coordinates]
+    fig = _new_figure(11.5 if with_pca else 6.0, 4.6)
+    ax = fig.add_subplot(1, 2 if with_pca else 1, 1, projection="polar")
     for name, r in zip(names, results, strict=True):
         theta = np.radians(r.angle_deg)
         (line,) = ax.plot(theta, r.radius, marker=".", label=name)
@@ -206,4 +209,21 @@ def plot_trajectory(
     ax.set_thetamax(180)
     ax.set_title("r = |w_t - w*| / |w_0 - w*|, angle to w_0 - w*", fontsize="small")
     ax.legend(fontsize="small", loc="lower left")
+    if with_pca:
+        _plot_pca_paths(fig.add_subplot(1, 2, 2), with_pca)
     return _save(fig, path)
+
+
+def _plot_pca_paths(ax, named: Sequence[tuple[str, TrajectoryResult]]) -> None:
+    """Each run's path in its own top-2 PCA plane of w_t - w* (w* at the origin)."""
+    for name, r in named:
+        xy = np.asarray(r.pca_coordinates)
+        pc1, pc2 = (100 * v for v in r.pca_explained)
+        (line,) = ax.plot(xy[:, 0], xy[:, 1], marker=".", label=f"{name} ({pc1:.0f}%, {pc2:.0f}%)")
+        ax.annotate(f"ep {r.epochs[0]}", xy[0], fontsize="x-small")
+        ax.plot(0, 0, "*", color=line.get_color())
+    ax.set_xlabel("1st principal direction")
+    ax.set_ylabel("2nd principal direction")
+    ax.set_title("PCA of w_t - w* (variance explained in the legend)", fontsize="small")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize="small")
