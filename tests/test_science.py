@@ -360,3 +360,35 @@ def test_trajectory_figure_shows_the_pca_path_beside_the_polar_one(tmp_path):
     wide = plot_trajectory([with_pca], tmp_path / "wide.png")
     narrow = plot_trajectory([without], tmp_path / "narrow.png")
     assert Image.open(wide).size[0] > 1.7 * Image.open(narrow).size[0]
+
+
+# -- through the runner ------------------------------------------------------------------------
+
+
+def _fake_run(folder, seed: int):
+    """A checkpoint of an untrained vit_nano for fashion-mnist-mini, as the trainer records it."""
+    import dataclasses
+
+    from vitlens.config import make_config
+    from vitlens.models import create_model
+    from vitlens.train.checkpoint import save_checkpoint
+
+    torch.manual_seed(seed)
+    spec = {"name": "vit_nano", "num_classes": 10, "image_size": 28, "in_chans": 1, "args": {}}
+    model = create_model("vit_nano", num_classes=10, image_size=28, in_chans=1)
+    config = dataclasses.asdict(make_config("quick", model="vit_nano"))
+    return save_checkpoint(folder, "final", model, None, {"model_spec": spec, "config": config})
+
+
+def test_runner_defaults_eps_to_the_authors_and_interpolates_towards_other(tmp_path):
+    from vitlens.analysis.runner import run_analysis
+    from vitlens.report.figures import draw
+
+    a, b = _fake_run(tmp_path / "a", 0), _fake_run(tmp_path / "b", 1)
+    kw = dict(batches=1, batch_size=8, device="cpu", progress=False)
+    noise = run_analysis("freqnoise", a, options={"frequencies": [0.5]}, **kw)
+    assert noise.eps == 0.7 and noise.eps_values == [0.7]
+    line = run_analysis("landscape", a, other=b, options={"steps": 3, "margin": 0.0}, **kw)
+    assert line.direction_kind == "interpolation" and line.xs == [0.0, 0.5, 1.0]
+    assert line.nll[0][0] != line.nll[0][2]  # the two ends are two different models
+    assert [p.name for p in draw([line], tmp_path / "fig")] == ["landscape_1d.png"]

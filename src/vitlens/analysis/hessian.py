@@ -616,7 +616,7 @@ def hessian_spectrum(
     density_steps: int = 32,
     trace: bool = True,
     trace_matvecs: int = 30,
-    curvature_batches: int | None = 4,
+    curvature_batches: int | None = 2,
     seed: int = 0,
     progress: bool = False,
     provenance: Provenance | None = None,
