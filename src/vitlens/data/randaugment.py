@@ -192,30 +192,34 @@ class RandAugment:
         self.magnitude_std = float(magnitude_std)
         self.prob = float(prob)
 
-    def _draw_magnitude(self, generator: torch.Generator | None) -> float:
+    def _magnitude(self, noise: float, uniform: float) -> float:
         m = self.magnitude
         if self.magnitude_std == float("inf"):
-            m = float(torch.rand((), generator=generator, dtype=torch.float64)) * m
+            m = uniform * m  # timm: uniform on [0, magnitude]
         elif self.magnitude_std > 0:
-            noise = float(torch.randn((), generator=generator, dtype=torch.float64))
             m = m + self.magnitude_std * noise
         return max(0.0, min(m, MAGNITUDE_MAX))  # timm clips to [0, _LEVEL_DENOM]
 
     def draw(self, generator: torch.Generator | None = None) -> list[OpDraw]:
-        """Draw the ops of one image (from `generator`, or the CPU default generator)."""
+        """Draw the ops of one image (from `generator`, or the CPU default generator).
+
+        Two draws per image, whatever happens (one call per scalar cost ~5x more): per layer,
+        uniforms for the op, whether it applies, its sign, its resampling and a uniform
+        magnitude, and a standard normal for the magnitude noise.
+        """
+        u = torch.rand(self.num_ops, 5, generator=generator, dtype=torch.float64).tolist()
+        z = torch.randn(self.num_ops, generator=generator, dtype=torch.float64).tolist()
         draws = []
-        picks = torch.randint(len(OP_NAMES), (self.num_ops,), generator=generator)
-        for index in picks.tolist():
-            name = OP_NAMES[index]
-            if float(torch.rand((), generator=generator, dtype=torch.float64)) >= self.prob:
+        for (pick, apply, sign, interp, uniform), noise in zip(u, z, strict=True):
+            name = OP_NAMES[min(int(pick * len(OP_NAMES)), len(OP_NAMES) - 1)]
+            if apply >= self.prob:
                 draws.append(OpDraw(name, applied=False))
                 continue
-            magnitude = self._draw_magnitude(generator)
-            negate = name in SIGNED_OPS and bool(torch.rand((), generator=generator) < 0.5)
-            resample = INTERPOLATIONS[0]
-            if name in GEOMETRIC_OPS:
-                resample = INTERPOLATIONS[int(torch.randint(2, (), generator=generator))]
-            draws.append(OpDraw(name, True, magnitude, negate, resample))
+            negate = name in SIGNED_OPS and sign < 0.5
+            resample = (
+                INTERPOLATIONS[int(interp < 0.5)] if name in GEOMETRIC_OPS else INTERPOLATIONS[0]
+            )
+            draws.append(OpDraw(name, True, self._magnitude(noise, uniform), negate, resample))
         return draws
 
     def apply(self, img: torch.Tensor, draws: Sequence[OpDraw]) -> torch.Tensor:
