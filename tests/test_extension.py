@@ -125,7 +125,7 @@ def test_a_registered_analysis_is_listed_run_scheduled_and_reported(
     done = cli.invoke(
         app,
         ["analyze", "confidence", str(tiny_run), "--out", str(tmp_path / "a"), "--quiet"]
-        + ["--option", "temperature=2.0"],
+        + ["--set", "temperature=2.0"],
     )
     assert done.exit_code == 0, done.output
     saved = load_result(tmp_path / "a" / "confidence.json")
@@ -139,7 +139,7 @@ def test_a_registered_analysis_is_listed_run_scheduled_and_reported(
     probs = torch.cat([(model.eval()(x) / 2.0).softmax(1).max(1).values for x, _ in batches])
     assert saved.mean_confidence == pytest.approx(probs.mean().item(), rel=1e-6)
 
-    bad = cli.invoke(app, ["analyze", "confidence", str(tiny_run), "--option", "nope=1"])
+    bad = cli.invoke(app, ["analyze", "confidence", str(tiny_run), "--set", "nope=1"])
     assert bad.exit_code != 0
 
     plan = StudyPlan.from_preset("quick", models=["vit_nano"], epochs=1, fraction=0.01)
@@ -284,3 +284,17 @@ def test_result_of_an_unregistered_kind_is_a_clear_error(tmp_path):
     path.write_text(json.dumps({"analysis": "nonesuch", "schema": 1}))
     with pytest.raises(VitlensError, match="unknown result kind"):
         load_result(path)
+
+
+def test_every_declared_option_default_is_the_functions_own():
+    import inspect
+
+    for spec in registry.analyses():
+        if spec.function is None:
+            continue
+        params = inspect.signature(spec.function).parameters
+        for option in spec.options:
+            assert option.name in params, (spec.name, option.name)
+            default = params[option.name].default
+            if default is not inspect.Parameter.empty:
+                assert option.default == default, (spec.name, option.name)

@@ -31,6 +31,7 @@ class Member:
         fraction: the share of the study's training fraction it trains on.
         model_args: constructor overrides of the variant.
         analyses: the analyses it gets (None: all of the plan's).
+        options: analysis -> options of its own (the ablations need no spectral density).
     """
 
     key: str
@@ -41,6 +42,7 @@ class Member:
     fraction: float = 1.0
     model_args: dict[str, Any] = field(default_factory=dict)
     analyses: tuple[str, ...] | None = None
+    options: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
 def seeded(key: str, seed: int) -> str:
@@ -70,17 +72,18 @@ def ablation_members(plan, seed: int) -> list[Member]:
     if base is None or not abl:
         return []
     hessian = (CURVATURE,)
+    top_k_only = {CURVATURE: {"density": False, "trace": False}}  # NEP and APE need no more
     smallest = min(abl["fractions"], default=None)
     out = [
         Member(seeded(f"{base}+frac{f}", seed), base, seed, "fraction", f, f,
-               analyses=hessian if f == smallest else ())
+               analyses=hessian if f == smallest else (), options=top_k_only)
         for f in abl["fractions"]
     ]  # fmt: skip
     scale = abl["scale"]
 
     def variant(name: str, group: str, value: Any, **args: Any) -> Member:
         key = seeded(f"{base}+{name}" + ("" if scale == 1 else f"@{scale}"), seed)
-        return Member(key, base, seed, group, value, scale, args, hessian)
+        return Member(key, base, seed, group, value, scale, args, hessian, top_k_only)
 
     if scale != 1:  # the baseline of C7/C15/C16, retrained at their scale
         out.append(variant("base", "baseline", None))

@@ -227,18 +227,23 @@ def analyze_command(
         "whole test split for feature and robustness analyses).",
     ),
     batch_size: int = typer.Option(None, help="Images per batch."),
-    option: list[str] = typer.Option(
-        None, "--option", help="An analysis option KEY=VALUE (YAML value), repeatable."
-    ),
     out: Path = typer.Option(
         None, help="Folder for the Result JSON and figures (default: RUN/analysis)."
     ),
     dataset: str = typer.Option(None, help="Evaluate on another dataset than the training one."),
-    other: Path = typer.Option(None, help="A second run to compare against (CKA)."),
+    other: Path = typer.Option(
+        None, help="CKA: a second run to compare against; landscape: interpolate towards it."
+    ),
     data_dir: str = typer.Option(None, help="Where datasets are found."),
     device: str = typer.Option("auto", help="auto, cpu, cuda or mps."),
     seed: int = typer.Option(0, help="Seed of every random choice of the analysis."),
     quiet: bool = typer.Option(False, help="No progress bars."),
+    set_: list[str] = typer.Option(
+        None,
+        "--set",
+        help="An option of the analysis (listed below), KEY=VALUE, repeatable: JSON values, "
+        "comma lists, e.g. eps=0.1,0.3,0.7, density=false, directions=hessian, pca=false.",
+    ),
 ) -> None:
     """Run one analysis of the paper on a trained model; save its Result (JSON) and figures."""
     from vitlens import distributed as dist
@@ -257,7 +262,7 @@ def analyze_command(
         device=device,
         seed=seed,
         progress=not quiet,
-        options=parse_options(spec, option or []),
+        options=parse_options(spec, set_ or []),
         other=other,
     )
     if not dist.is_main():
@@ -355,6 +360,9 @@ def buildup_command(
     dataset: str = typer.Option("fashion-mnist-mini", help="Dataset."),
     epochs: int = typer.Option(3, help="Training epochs per candidate."),
     fraction: float = typer.Option(0.5, help="Class-balanced share of the training set."),
+    val_fraction: float = typer.Option(
+        0.1, help="Class-balanced share of the training set held out to decide on."
+    ),
     max_candidates: int = typer.Option(6, help="Stop after training this many candidates."),
     seed: int = typer.Option(0, help="Seed of every candidate's training."),
     device: str = typer.Option("auto", help="auto, cpu, cuda or mps."),
@@ -370,14 +378,17 @@ def buildup_command(
         dataset=dataset,
         epochs=epochs,
         fraction=fraction,
+        val_fraction=val_fraction,
         max_candidates=max_candidates,
         seed=seed,
         device=device,
         data_dir=data_dir,
         quiet=quiet,
     )
-    best = max(result.candidates, key=lambda c: c["accuracy"])
-    console.print(f"best MSA layout {best['msa']}: val acc {best['accuracy']:.4f} -> {out}")
+    console.print(
+        f"chosen MSA layout {result.best_msa} (decided on {result.decided_on}): val acc "
+        f"{result.best_accuracy:.4f}, test acc {result.best_test_accuracy:.4f} -> {out}"
+    )
 
 
 def _meta():

@@ -292,7 +292,7 @@ class Study:
                     continue
                 if not spec.needs <= self._kinds(m.key):
                     continue
-                self._step(f"{name}/{m.key}", lambda a=name, k=m.key: self._analyse(a, k))
+                self._step(f"{name}/{m.key}", lambda a=name, m=m: self._analyse(a, m))
         if dist.is_main():
             from vitlens.report.html import write_report
 
@@ -351,9 +351,10 @@ class Study:
         with torch.device("meta"):
             return anatomy_of(create_model(study_member_model(self.plan, key))).kinds()
 
-    def _analyse(self, analysis: str, key: str) -> list[Path]:
+    def _analyse(self, analysis: str, member) -> list[Path]:
         from vitlens.analysis.runner import run_analysis
 
+        key = member.key
         batches, batch_size = self.plan.budget.get(analysis, (None, None))
         # Existing runs are analysed on their own data unless the study names a dataset.
         dataset = (self.plan.dataset or None) if key in self.plan.runs else None
@@ -367,7 +368,7 @@ class Study:
             device=self.plan.device,
             seed=self.plan.seed,
             progress=not self.quiet,
-            options=self.plan.options.get(analysis, {}),
+            options={**self.plan.options.get(analysis, {}), **member.options.get(analysis, {})},
         )
         if not dist.is_main():
             return []

@@ -407,6 +407,7 @@ SPEC = register_analysis(
         name="attention",
         summary="attention distance, entropy and data specificity per head and block",
         run=_run,
+        function=attention_stats,
         data="test",
         section="features",
         order=50,

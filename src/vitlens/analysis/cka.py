@@ -303,6 +303,7 @@ SPEC = register_analysis(
         name="cka",
         summary="minibatch linear CKA between all pairs of blocks (with --other: two models)",
         run=_run,
+        function=cka,
         data="test",
         section="features",
         order=30,

@@ -35,7 +35,7 @@ from torch import nn
 from vitlens import distributed as dist
 from vitlens.analysis.registry import register_analysis
 from vitlens.analysis.result import Provenance, Result
-from vitlens.analysis.spec import AnalysisSpec, Budget, Column, Figure, Inputs
+from vitlens.analysis.spec import AnalysisSpec, Budget, Column, Figure, Inputs, Option
 from vitlens.analysis.streaming import (
     Batch,
     evaluating,
@@ -494,6 +494,7 @@ SPEC = register_analysis(
         name="corruptions",
         summary="accuracy under the 15 common corruptions at 5 severities (CIFAR-C/ImageNet-C)",
         run=_run,
+        function=corruption_robustness,
         data="test_unit",
         section="features",
         order=100,
@@ -514,6 +515,11 @@ SPEC = register_analysis(
                 "vitlens.report.figures_robustness:plot_corruption_heatmap",
                 "Accuracy per corruption and severity.",
             ),
+        ),
+        options=(
+            Option("corruptions", CORRUPTIONS, "names among the 15 common corruptions"),
+            Option("severities", SEVERITIES, "severities among 1..5"),
+            Option("params", "auto", "corruption parameters: auto, cifar or imagenet"),
         ),
         columns=(Column("corruption acc", lambda r: f"{r.mean_accuracy:.2%}"),),
     )

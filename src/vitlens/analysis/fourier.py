@@ -314,6 +314,7 @@ SPEC = register_analysis(
         name="fourier",
         summary="relative log amplitude of the feature maps' Fourier transform (paper §3)",
         run=_run,
+        function=fourier,
         data="test",
         section="features",
         order=10,

@@ -38,7 +38,17 @@ from torch.overrides import TorchFunctionMode
 
 from vitlens import distributed as dist
 from vitlens.analysis.claim import Claim, StudyView, not_measured
-from vitlens.analysis.linalg import Bound, Eigs, block_lanczos, lanczos, power_iteration
+from vitlens.analysis.linalg import (
+    Bound,
+    Eigs,
+    SpectralDensity,
+    block_lanczos,
+    gaussian_density,
+    hutchpp_trace,
+    lanczos,
+    power_iteration,
+    slq_density,
+)
 from vitlens.analysis.registry import register_analysis
 from vitlens.analysis.result import Provenance, Result
 from vitlens.analysis.spec import AnalysisSpec, Budget, Figure, Inputs, Option
@@ -502,6 +512,16 @@ class HessianResult(Result):
         params: The parameter selection; n_params its size.
         seed: Base seed of augmentation and start vectors.
         world: Number of ranks that shared the minibatches.
+        curvature_batch_index: The minibatches that also got the SLQ density and the
+            Hutch++ trace (the first `curvature_batches`), in the order of the lists below.
+        density_nodes, density_weights: Per such minibatch, the stochastic Lanczos quadrature
+            (SLQ) nodes and weights of its spectral density, every start vector's rule
+            concatenated and the weights divided by `density_vectors` (each row sums to 1);
+            [] when not computed. `spectral_density` smooths their mean over minibatches.
+        density_vectors, density_steps: SLQ start vectors and Lanczos steps (0: off).
+        trace, trace_stderr: Per such minibatch, the Hutch++ trace estimate of the Hessian
+            (with the L2 term) and the standard error of its random part; [] when off.
+        trace_matvecs: Hutch++ budget per minibatch (0: off).
     """
 
     analysis: ClassVar[str] = "hessian"
@@ -531,10 +551,67 @@ class HessianResult(Result):
     n_params: int = 0
     seed: int = 0
     world: int = 1
+    curvature_batch_index: list[int] = field(default_factory=list)
+    density_nodes: list[list[float]] = field(default_factory=list)
+    density_weights: list[list[float]] = field(default_factory=list)
+    density_vectors: int = 0
+    density_steps: int = 0
+    trace: list[float] = field(default_factory=list)
+    trace_stderr: list[float] = field(default_factory=list)
+    trace_matvecs: int = 0
 
     def pooled(self) -> list[float]:
         """Every eigenvalue of every minibatch in one list (what the density is drawn from)."""
         return [v for row in self.eigenvalues for v in row]
+
+    def spectral_density(self, grid: Iterable[float], sigma: float) -> list[float]:
+        """The SLQ spectral density on `grid`, Gaussian-smoothed by `sigma`, averaged over
+        minibatches (PyHessian's density plot, of minibatch Hessians); integrates to 1."""
+        if not self.density_nodes:
+            raise VitlensError("this Hessian result has no spectral density (density was off)")
+        nodes = torch.tensor(self.density_nodes, dtype=torch.float64)
+        weights = torch.tensor(self.density_weights, dtype=torch.float64)
+        sld = SpectralDensity(nodes, weights, self.n_params, 0)  # one row per minibatch
+        return gaussian_density(sld, torch.tensor(list(grid)), sigma).tolist()
+
+    @property
+    def mean_trace(self) -> float:
+        """The Hutch++ trace averaged over minibatches (NaN when not computed)."""
+        return sum(self.trace) / len(self.trace) if self.trace else float("nan")
+
+
+def density_and_trace(
+    op: HessianOperator,
+    *,
+    density_vectors: int,
+    density_steps: int,
+    trace_matvecs: int,
+    seed: int,
+) -> dict[str, Any]:
+    """One minibatch's SLQ density (if `density_vectors`) and Hutch++ trace (if
+    `trace_matvecs`), as `HessianResult` row values."""
+    out: dict[str, Any] = {}
+    if density_vectors:
+        sld = slq_density(op, n_vectors=density_vectors, n_steps=density_steps, seed=seed)
+        out["nodes"] = sld.nodes.flatten().tolist()
+        out["weights"] = (sld.weights / density_vectors).flatten().tolist()
+    if trace_matvecs:
+        est = hutchpp_trace(op, trace_matvecs, seed=mix_seed(seed, 1))
+        out["trace"], out["trace_stderr"] = est.estimate, est.stderr
+    return out
+
+
+def _extra_fields(rows: list[tuple]) -> dict[str, Any]:
+    index = [r[0] for r in rows if r[6]]
+    extras = [r[6] for r in rows if r[6]]
+    fields: dict[str, Any] = {"curvature_batch_index": index}
+    if extras and "nodes" in extras[0]:
+        fields["density_nodes"] = [e["nodes"] for e in extras]
+        fields["density_weights"] = [e["weights"] for e in extras]
+    if extras and "trace" in extras[0]:
+        fields["trace"] = [e["trace"] for e in extras]
+        fields["trace_stderr"] = [e["trace_stderr"] for e in extras]
+    return fields
 
 
 def top_eigenvalues(
@@ -592,6 +669,12 @@ def hessian_spectrum(
     max_iter: int = 100,
     params: ParamSelection | None = None,
     train_mode: bool = False,
+    density: bool = True,
+    density_vectors: int = 1,
+    density_steps: int = 32,
+    trace: bool = True,
+    trace_matvecs: int = 30,
+    curvature_batches: int | None = 2,
     seed: int = 0,
     progress: bool = False,
     provenance: Provenance | None = None,
@@ -621,6 +704,12 @@ def hessian_spectrum(
             eigenvalue.
         params: Parameter subset (None: all).
         train_mode: Run the model in train mode.
+        density: Also estimate each minibatch's spectral density by SLQ, with
+            `density_vectors` start vectors of `density_steps` Lanczos steps.
+        trace: Also estimate each minibatch's Hessian trace by Hutch++ with `trace_matvecs`
+            Hessian-vector products.
+        curvature_batches: Only the first this many minibatches get the density and trace
+            (None: all): together they cost ~2.5x the top-5 eigenvalues of a minibatch.
         seed: Base seed.
         progress: Show a progress bar with ETA.
         provenance: What to record about model and data; wall time and device are filled in.
@@ -630,6 +719,13 @@ def hessian_spectrum(
             (worth it on GPUs; on CPUs a batched product is no cheaper than single ones).
     """
     started = time.perf_counter()
+    if (density and min(density_vectors, density_steps) < 1) or (trace and trace_matvecs < 6):
+        raise ConfigError("SLQ needs >= 1 vector and step; Hutch++ needs >= 6 matvecs")
+    extra = dict(
+        density_vectors=density_vectors if density else 0,
+        density_steps=density_steps if density else 0,
+        trace_matvecs=trace_matvecs if trace else 0,
+    )
     base = unwrap(model)
     rank, world = dist.rank(), dist.world()
     rows = []
@@ -667,8 +763,12 @@ def hessian_spectrum(
                     block_size=block_size,
                 )
                 n_params = op.size
+                more = {}
+                if curvature_batches is None or i < curvature_batches:
+                    more = density_and_trace(op, **extra, seed=mix_seed(seed, i, 3))
                 rows.append(
                     (i, eigs.eigenvalues.tolist(), op.loss, op.nll, eigs.n_matvecs, eigs.converged)
+                    + (more,)
                 )
             advance()
     rows = sorted(r for part in all_gather_objects(rows) for r in part)
@@ -703,6 +803,8 @@ def hessian_spectrum(
         n_params=n_params,
         seed=seed,
         world=world,
+        **extra,
+        **_extra_fields(rows),
     )
 
 
@@ -749,6 +851,7 @@ SPEC = register_analysis(
         name="hessian",
         summary="top Hessian eigenvalues per minibatch of augmented training data, NEP and APE",
         run=_run,
+        function=hessian_spectrum,
         data="train_augmented",
         section="optimization",
         order=60,
@@ -760,8 +863,12 @@ SPEC = register_analysis(
         },
         options=(
             Option("k", 5, "eigenvalues per minibatch"),
-            Option("tol", 1e-3, "Lanczos tolerance"),
+            Option("tol", 1e-3, "eigenvalue tolerance, relative to the largest"),
             Option("objective", "nll+l2", "nll or nll+l2"),
+            Option("method", "lanczos", "lanczos or power (PyHessian's algorithm)"),
+            Option("density", True, "also estimate the SLQ spectral density"),
+            Option("trace", True, "also estimate the Hutch++ trace"),
+            Option("curvature_batches", 2, "minibatches that get the density and trace"),
         ),
         figures=(
             Figure(

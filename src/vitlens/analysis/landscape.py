@@ -1,4 +1,5 @@
-"""Loss landscapes along random filter-normalized directions (paper Fig. 1a; notes §1.6).
+"""Loss landscapes along random filter-normalized directions (paper Fig. 1a; notes §1.6), along
+the top Hessian eigenvectors, and the linear interpolation between two models.
 
 The loss is evaluated at theta* + x d1 (1-D) or theta* + x d1 + y d2 (2-D) on a grid of (x, y),
 with d1, d2 Gaussian directions rescaled by *filter normalization* (Li et al. 2018, "Visualizing
@@ -21,6 +22,11 @@ so memory holds one batch, not the whole fixed set. The price is one parameter u
 small next to a forward pass (benchmarks/landscape_bench.py measures it). "grid_outer" holds
 every batch on the device and updates the parameters once per point.
 
+Besides random directions, `directions="hessian"` moves along the top Hessian eigenvectors (the
+sharpest directions; orthonormal, found by Lanczos on the first fixed batch), and `other=MODEL`
+gives the 1-D linear interpolation theta + a (theta_other - theta) between two runs (Goodfellow
+et al. 2015), a = 0 being this model and a = 1 the other.
+
 Grid points are visited by perturbing the parameters IN PLACE from saved originals
 (theta <- theta* + x d1 + y d2, never accumulated, so no drift), with no model copies, and the
 originals are copied back bit-exactly at the end, also on error. Points can be split across
@@ -29,6 +35,7 @@ torchrun ranks (point i to rank i % world). Grid order is row by row, y outer, x
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 import statistics
@@ -167,7 +174,11 @@ class LandscapeResult(Result):
         weight_decay, l2, l2_convention: The objective.
         normalization, exclude_1d, exclude: The direction settings; excluded: parameter names
             with zero direction; n_perturbed: number of values that move.
-        direction_seeds: Seeds of d1 (and d2); empty if directions were given by the caller.
+        direction_seeds: Seeds of d1 (and d2); empty if directions were not random.
+        direction_kind: "random" (filter-normalized), "hessian" (top Hessian eigenvectors,
+            orthonormal), "interpolation" (d1 = theta_other - theta; xs are the fractions of
+            the way to the other model) or "given".
+        direction_eigenvalues: For "hessian", the eigenvalue of d1 (and d2).
         seed: Base seed of the fixed batches; n_batches, n_samples: how much data per point.
         augment: repr of the augmentation ("none": clean data, integer labels).
         train_mode: Whether the model ran in train mode; order: the loop order used.
@@ -191,6 +202,8 @@ class LandscapeResult(Result):
     excluded: list[str] = field(default_factory=list)
     n_perturbed: int = 0
     direction_seeds: list[int] = field(default_factory=list)
+    direction_kind: str = "random"
+    direction_eigenvalues: list[float] = field(default_factory=list)
     seed: int = 0
     n_batches: int = 0
     n_samples: int = 0
@@ -266,6 +279,94 @@ def _batch_sums(
     return nll, correct, x.shape[0]
 
 
+@dataclass(frozen=True)
+class _Directions:
+    vectors: list[dict[str, torch.Tensor]]
+    kind: str  # "random", "hessian", "interpolation" or "given"
+    seeds: list[int] = field(default_factory=list)
+    eigenvalues: list[float] = field(default_factory=list)
+
+
+def _check_options(dims, l2, order, steps, directions, other) -> None:
+    if dims not in (1, 2):
+        raise ConfigError(f"dims must be 1 or 2, got {dims}")
+    if l2 not in L2_CONVENTIONS:
+        raise ConfigError(f"l2 must be one of {list(L2_CONVENTIONS)}, got {l2!r}")
+    if order not in ("data_outer", "grid_outer"):
+        raise ConfigError(f"order must be 'data_outer' or 'grid_outer', got {order!r}")
+    if steps < 1:
+        raise ConfigError(f"steps must be positive, got {steps}")
+    if isinstance(directions, str) and directions not in ("random", "hessian"):
+        raise ConfigError(f"directions must be 'random', 'hessian' or given, not {directions!r}")
+    if other is not None and (dims != 1 or directions not in (None, "random")):
+        raise ConfigError("interpolation to `other` is a 1-D landscape along theta_other - theta")
+
+
+def hessian_directions(
+    model: nn.Module,
+    batch: tuple[torch.Tensor, torch.Tensor],
+    count: int,
+    *,
+    train_mode: bool = False,
+    seed: int = 0,
+    tol: float = 1e-4,
+) -> tuple[list[dict[str, torch.Tensor]], list[float]]:
+    """The `count` top (largest) Hessian eigenvectors of the NLL on `batch`, over all parameters.
+
+    The weight-decay term only adds wd * I, so the eigenvectors are those of NLL + L2 as well.
+    Lanczos (full re-orthogonalization) returns orthonormal vectors in the flat parameter space;
+    each becomes a name -> tensor direction (unit norm jointly, not filter-normalized).
+
+    Returns:
+        (directions, eigenvalues), largest eigenvalue first.
+    """
+    from vitlens.analysis.hessian import HessianOperator
+    from vitlens.analysis.linalg import lanczos
+
+    with HessianOperator(model, batch, train_mode=train_mode, seed=seed) as op:
+        eigs = lanczos(op, count, which="largest", tol=tol, seed=seed, return_vectors=True)
+        names, params = op.names, op.params
+    vectors = []
+    for column in eigs.eigenvectors.T:
+        pieces = torch.split(column.detach(), [p.numel() for p in params])
+        vectors.append(
+            {n: v.view_as(p).clone() for n, v, p in zip(names, pieces, params, strict=True)}
+        )
+    return vectors, eigs.eigenvalues.tolist()
+
+
+def interpolation_direction(model: nn.Module, other: nn.Module) -> dict[str, torch.Tensor]:
+    """theta_other - theta over every floating parameter (buffers, e.g. BatchNorm's, stay)."""
+    mine = dict(unwrap(model).named_parameters())
+    theirs = dict(unwrap(other).named_parameters())
+    shapes = {n: tuple(p.shape) for n, p in mine.items()}
+    if shapes != {n: tuple(p.shape) for n, p in theirs.items()}:
+        raise ConfigError("interpolation needs two models of the same architecture")
+    return {
+        n: (theirs[n].detach().to(p.device, p.dtype) - p.detach())
+        for n, p in mine.items()
+        if p.is_floating_point()
+    }
+
+
+def _make_directions(model, directions, other, dims, seed, batches, train_mode, **kw):
+    if other is not None:
+        return _Directions([interpolation_direction(model, other)], "interpolation")
+    if directions == "hessian":
+        first = next(iter(batches()), None)
+        if first is None:
+            raise VitlensError("no batches to evaluate: the data gave none")
+        vectors, values = hessian_directions(model, first[1:], dims, train_mode=train_mode,
+                                             seed=seed)  # fmt: skip
+        return _Directions(vectors, "hessian", eigenvalues=values)
+    if directions is None or directions == "random":
+        seeds = [seed + 1 + i for i in range(dims)]
+        return _Directions([random_direction(model, seed=s, **kw) for s in seeds], "random", seeds)
+    if len(directions) != dims:
+        raise ConfigError(f"{dims}-D landscape needs {dims} directions, got {len(directions)}")
+    return _Directions(list(directions), "given")
+
+
 def loss_landscape(
     model: nn.Module,
     data: Iterable[tuple[torch.Tensor, torch.Tensor]],
@@ -273,7 +374,9 @@ def loss_landscape(
     dims: Literal[1, 2] = 2,
     steps: int = 21,
     span: float = 1.0,
-    directions: Sequence[dict[str, torch.Tensor]] | None = None,
+    directions: Sequence[dict[str, torch.Tensor]] | Literal["random", "hessian"] | None = None,
+    other: nn.Module | None = None,
+    margin: float = 0.25,
     normalization: Normalization = "filter",
     exclude_1d: bool = True,
     exclude: Sequence[str] = DEFAULT_EXCLUDE,
@@ -291,112 +394,118 @@ def loss_landscape(
 ) -> LandscapeResult:
     """Evaluate the loss on a `steps` (x `steps`) grid over [-span, span] around the weights.
 
-    Args:
-        model: The trained model (on its device). Its parameters are perturbed in place and
-            restored bit-exactly before returning.
-        data: (images, labels) batches, e.g. a non-shuffled DataLoader or a list.
-        dims: 1 or 2 directions.
-        steps: Points per axis (paper: 21).
-        span: Coordinates run over linspace(-span, span, steps).
-        directions: Ready-made directions (name -> tensor dicts); None draws seeded ones.
-        normalization, exclude_1d, exclude: Direction settings (see `random_direction`).
-        weight_decay: L2 coefficient (paper: 0.05).
-        l2: "authors" (sum of unsquared norms, official repo) or "half_squared".
-        augment: Training augmentation applied once per fixed batch (e.g. `BatchMixer`).
-        n_batches: How many fixed batches (None: all the data gives).
-        batch_size: Re-chunk to this size (None: keep the data's batches).
-        train_mode: Run the model in train mode (buffers are restored afterwards; dropout is
-            seeded per batch and point).
-        order: "data_outer" (default, see module docstring) or "grid_outer".
-        criterion: Replaces the NLL, `criterion(outputs, targets) -> mean loss`.
-        seed: Base seed: batches use mix_seed(seed, i), directions seed + 1 and seed + 2.
-        progress: Show a progress bar with ETA.
-        provenance: What to record about model and data; wall time and device are filled in.
+    The parameters are perturbed in place and restored bit-exactly. `data`: (images, labels)
+    batches (a non-shuffled DataLoader or a list), re-chunked to `batch_size` (None: as given),
+    `n_batches` of them (None: all), each augmented once by `augment` and reused at every
+    point. `directions`: None or "random" (seeded filter-normalized Gaussian ones; see
+    `random_direction` for `normalization`, `exclude_1d`, `exclude`), "hessian" (the top `dims`
+    Hessian eigenvectors of the NLL on the first fixed batch: orthonormal, so `span` is a
+    distance in parameter space), or ready-made name -> tensor dicts. `other`: a model of the
+    same architecture, for the 1-D interpolation theta + a (theta_other - theta), a over
+    linspace(-margin, 1 + margin). Objective: NLL (or `criterion(outputs, targets)`) +
+    `weight_decay` * L2, `l2` "authors" (sum of unsquared norms) or "half_squared".
+    `train_mode`: train mode (buffers restored; dropout seeded per batch and point); `order`:
+    see the module docstring. `seed`: batches use mix_seed(seed, i), directions seed + 1, + 2.
     """
     started = time.perf_counter()
-    if dims not in (1, 2):
-        raise ConfigError(f"dims must be 1 or 2, got {dims}")
-    if l2 not in L2_CONVENTIONS:
-        raise ConfigError(f"l2 must be one of {list(L2_CONVENTIONS)}, got {l2!r}")
-    if order not in ("data_outer", "grid_outer"):
-        raise ConfigError(f"order must be 'data_outer' or 'grid_outer', got {order!r}")
-    if steps < 1:
-        raise ConfigError(f"steps must be positive, got {steps}")
+    _check_options(dims, l2, order, steps, directions, other)
     model = unwrap(model)
-    criterion = criterion or nll_loss
-    seeds: list[int] = []
-    if directions is None:
-        seeds = [seed + 1 + i for i in range(dims)]
-        directions = [
-            random_direction(
-                model,
-                seed=s,
-                normalization=normalization,
-                exclude_1d=exclude_1d,
-                exclude=exclude,
-            )
-            for s in seeds
-        ]
-    if len(directions) != dims:
-        raise ConfigError(f"{dims}-D landscape needs {dims} directions, got {len(directions)}")
+    batches = functools.partial(
+        fixed_batches, data, batch_size=batch_size, n_batches=n_batches, augment=augment, seed=seed
+    )
+    found = _make_directions(
+        model, directions, other, dims, seed, batches, train_mode,
+        normalization=normalization, exclude_1d=exclude_1d, exclude=exclude,
+    )  # fmt: skip
+    xs, ys, points = _grid_points(dims, steps, (-margin, 1 + margin) if other else (-span, span))
+    evaluation = _Evaluation(model, criterion or nll_loss, l2, train_mode, seed, progress)
+    rows, n_seen = evaluation.run(batches(), points, found.vectors, order, n_batches)
+    return _assemble(
+        model, rows, n_seen, xs, ys, found, weight_decay, l2, started, provenance,
+        normalization=normalization, exclude_1d=exclude_1d, exclude=list(exclude),
+        seed=seed, augment=repr(augment) if augment is not None else "none",
+        train_mode=train_mode, order=order,
+    )  # fmt: skip
 
-    axis = torch.linspace(-span, span, steps, dtype=torch.float64).tolist()
+
+def _grid_points(dims: int, steps: int, limits: tuple[float, float]):
+    """xs, ys ([] for 1-D) and the points, row by row (y outer, x fastest)."""
+    axis = torch.linspace(*limits, steps, dtype=torch.float64).tolist()
     xs, ys = axis, (axis if dims == 2 else [])
     points = [(x, y) for y in ys for x in xs] if dims == 2 else [(x,) for x in xs]
-    rank, world = dist.rank(), dist.world()
-    mine = list(range(rank, len(points), world))
-    sums = np.zeros((len(mine), 3))  # nll sum, correct, count
-    l2s = np.zeros(len(mine))
-    first = next(model.parameters())
-    n_batches_seen = 0
+    return xs, ys, points
 
-    def prepare(x: torch.Tensor, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+
+@dataclass
+class _Evaluation:
+    """Evaluates the loss at grid points, splitting the points across torchrun ranks."""
+
+    model: nn.Module
+    criterion: Criterion
+    l2: str
+    train_mode: bool
+    seed: int
+    progress: bool
+
+    def _prepare(self, x: torch.Tensor, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        first = next(self.model.parameters())
         dtype = first.dtype if x.is_floating_point() else x.dtype
         return x.to(first.device, dtype), t.to(first.device)
 
-    def forward_seed(batch: int, point: int) -> int | None:
+    def _forward_seed(self, batch: int, point: int) -> int | None:
         # Train mode draws dropout masks: seed each (batch, point) so any loop order agrees.
-        return mix_seed(seed, batch, point, 3) if train_mode else None
+        return mix_seed(self.seed, batch, point, 3) if self.train_mode else None
 
-    batches = fixed_batches(
-        data, batch_size=batch_size, n_batches=n_batches, augment=augment, seed=seed
-    )
-    perturber = _Perturber(model, directions)
-    total = len(mine) * n_batches if (order == "data_outer" and n_batches) else None
-    if order == "grid_outer":
-        total = len(mine)
-    try:
-        with (
-            model_state(model, train_mode),
-            torch.no_grad(),
-            progress_bar("landscape", total, progress) as advance,
-        ):
-            if order == "data_outer":
-                for b, (_, x, t) in enumerate(batches):
-                    x, t = prepare(x, t)
+    def _sums(self, x, t, batch: int, point: int) -> tuple[float, float, int]:
+        return _batch_sums(self.model, x, t, self.criterion, self._forward_seed(batch, point))
+
+    def run(self, batches, points, directions, order, n_batches) -> tuple[list[tuple], int]:
+        """Rows (point index, nll sum, correct, count, l2) of every point, and batches seen."""
+        rank, world = dist.rank(), dist.world()
+        mine = list(range(rank, len(points), world))
+        sums = np.zeros((len(mine), 3))  # nll sum, correct, count
+        l2s = np.zeros(len(mine))
+        n_seen = 0
+        perturber = _Perturber(self.model, directions)
+        total = len(mine) * n_batches if (order == "data_outer" and n_batches) else None
+        if order == "grid_outer":
+            total = len(mine)
+        try:
+            with (
+                model_state(self.model, self.train_mode),
+                torch.no_grad(),
+                progress_bar("landscape", total, self.progress) as advance,
+            ):
+                if order == "data_outer":
+                    for b, (_, x, t) in enumerate(batches):
+                        x, t = self._prepare(x, t)
+                        for j, i in enumerate(mine):
+                            perturber.move(points[i])
+                            if b == 0:
+                                l2s[j] = perturber.l2(self.l2)
+                            sums[j] += self._sums(x, t, b, i)
+                            advance()
+                        n_seen += 1
+                else:
+                    held = [self._prepare(x, t) for _, x, t in batches]
+                    n_seen = len(held)
                     for j, i in enumerate(mine):
                         perturber.move(points[i])
-                        if b == 0:
-                            l2s[j] = perturber.l2(l2)
-                        sums[j] += _batch_sums(model, x, t, criterion, forward_seed(b, i))
+                        l2s[j] = perturber.l2(self.l2)
+                        for b, (x, t) in enumerate(held):
+                            sums[j] += self._sums(x, t, b, i)
                         advance()
-                    n_batches_seen += 1
-            else:
-                held = [prepare(x, t) for _, x, t in batches]
-                n_batches_seen = len(held)
-                for j, i in enumerate(mine):
-                    perturber.move(points[i])
-                    l2s[j] = perturber.l2(l2)
-                    for b, (x, t) in enumerate(held):
-                        sums[j] += _batch_sums(model, x, t, criterion, forward_seed(b, i))
-                    advance()
-    finally:
-        perturber.restore()
-    if n_batches_seen == 0:
-        raise VitlensError("no batches to evaluate: the data gave none")
+        finally:
+            perturber.restore()
+        if n_seen == 0:
+            raise VitlensError("no batches to evaluate: the data gave none")
+        rows = [(i, *sums[j].tolist(), l2s[j]) for j, i in enumerate(mine)]
+        return sorted(r for part in all_gather_objects(rows) for r in part), n_seen
 
-    rows = [(i, *sums[j].tolist(), l2s[j]) for j, i in enumerate(mine)]
-    rows = sorted(r for part in all_gather_objects(rows) for r in part)
+
+def _assemble(
+    model, rows, n_seen, xs, ys, found: _Directions, weight_decay, l2, started, provenance, **kw
+) -> LandscapeResult:
     nll = [r[1] / r[3] for r in rows]
     acc = [r[2] / r[3] for r in rows]
     l2v = [r[4] for r in rows]
@@ -407,10 +516,12 @@ def loss_landscape(
         return [values[r : r + width] for r in range(0, len(values), width)]
 
     named = dict(model.named_parameters())
-    moved = set().union(*directions)
+    moved = set().union(*found.vectors)
+    if found.kind != "random":
+        kw["normalization"] = "given" if found.kind == "given" else "none"
     return LandscapeResult(
-        provenance=provenance_for(provenance, model, first.device, started),
-        dims=dims,
+        provenance=provenance_for(provenance, model, next(model.parameters()).device, started),
+        dims=1 if not ys else 2,
         xs=xs,
         ys=ys,
         loss=grid(loss),
@@ -420,18 +531,14 @@ def loss_landscape(
         weight_decay=float(weight_decay),
         l2_convention=l2,
         l2_definition=L2_CONVENTIONS[l2],
-        normalization=normalization if seeds else "given",
-        exclude_1d=exclude_1d,
-        exclude=list(exclude),
         excluded=[n for n in named if n not in moved],
         n_perturbed=sum(named[n].numel() for n in moved),
-        direction_seeds=seeds,
-        seed=seed,
-        n_batches=n_batches_seen,
+        direction_seeds=found.seeds,
+        direction_kind=found.kind,
+        direction_eigenvalues=found.eigenvalues,
+        n_batches=n_seen,
         n_samples=int(rows[0][3]) if rows else 0,
-        augment=repr(augment) if augment is not None else "none",
-        train_mode=train_mode,
-        order=order,
+        **kw,
     )
 
 
@@ -467,6 +574,9 @@ def c8_flat_landscape(view: StudyView) -> Claim:
 
 
 def _run(inputs: Inputs) -> LandscapeResult:
+    options = dict(inputs.options)
+    if inputs.other is not None:  # the 1-D linear interpolation towards another run
+        options.update(other=inputs.other, dims=1)
     return loss_landscape(
         inputs.model,
         inputs.batches,
@@ -476,7 +586,7 @@ def _run(inputs: Inputs) -> LandscapeResult:
         seed=inputs.seed,
         progress=inputs.progress,
         provenance=inputs.provenance,
-        **inputs.options,
+        **options,
     )
 
 
@@ -485,6 +595,7 @@ SPEC = register_analysis(
         name="landscape",
         summary="1-D/2-D loss landscape along filter-normalised random directions (paper Fig. 1a)",
         run=_run,
+        function=loss_landscape,
         data="train_augmented",
         section="optimization",
         order=70,
@@ -498,6 +609,8 @@ SPEC = register_analysis(
             Option("dims", 2, "1 or 2 directions"),
             Option("steps", 21, "grid points per direction"),
             Option("span", 1.0, "the grid covers [-span, span]"),
+            Option("directions", None, "random (filter-normalised) or hessian (top eigenvectors)"),
+            Option("normalization", "filter", "filter (Li et al.) or the authors' dim-0 variant"),
         ),
         figures=(
             Figure(

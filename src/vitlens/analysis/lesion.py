@@ -191,6 +191,7 @@ SPEC = register_analysis(
         name="lesion",
         summary="accuracy and NLL with one residual branch removed at a time (paper §4)",
         run=_run,
+        function=lesion,
         data="test",
         section="features",
         order=40,

@@ -9,6 +9,7 @@ analysis, and stamps the Result with its provenance.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -151,9 +152,8 @@ def _provenance(subject: Subject, spec: AnalysisSpec, dataset: str | None, seed:
 
 
 def parse_options(spec: AnalysisSpec, pairs: list[str]) -> dict[str, Any]:
-    """`KEY=VALUE` strings (YAML values) for the options `spec` declares."""
-    import yaml
-
+    """`KEY=VALUE` strings for the options `spec` declares: JSON values (0.7, true, "x"),
+    comma-separated lists, or plain strings."""
     declared = {o.name for o in spec.options}
     options = {}
     for pair in pairs:
@@ -162,11 +162,16 @@ def parse_options(spec: AnalysisSpec, pairs: list[str]) -> dict[str, Any]:
             raise VitlensError(
                 f"{spec.name} takes options {sorted(declared) or 'none'} as KEY=VALUE, got {pair!r}"
             )
-        try:
-            options[key] = yaml.safe_load(text)
-        except yaml.YAMLError as err:
-            raise VitlensError(f"option {key}: {text!r} is not a YAML value ({err})") from None
+        parts = [_json_or_text(t) for t in text.split(",")]
+        options[key] = parts if len(parts) > 1 else parts[0]
     return options
+
+
+def _json_or_text(text: str) -> Any:
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        return text
 
 
 def _options(spec: AnalysisSpec, given: dict[str, Any] | None) -> dict[str, Any]:
@@ -216,7 +221,7 @@ def run_analysis(
         batch_size: images per batch (default: the analysis's own).
         dataset: evaluate on another dataset than the model was trained on.
         options: extra keyword arguments for the analysis function.
-        other: a second model, for analyses that compare two (CKA).
+        other: a second model, for CKA between two models or the landscape's interpolation.
     """
     from vitlens.analysis.registry import get_analysis
     from vitlens.train.loop import resolve_device

@@ -114,6 +114,7 @@ class AnalysisSpec:
             `vitlens analyze` without --batches/--batch-size.
         options: the keywords a user may set, with defaults and help.
         figures: drawn by the report and by `vitlens analyze`.
+        function: the public function `run` calls (its options' defaults are its own).
         claims: checks of the paper's claims (`vitlens.analysis.claim`) this analysis measures.
         columns: what it adds to the report's accuracy table.
         needs: block kinds a model must have for the analysis to apply (the study skips others).
@@ -128,6 +129,7 @@ class AnalysisSpec:
     budgets: Mapping[str, Budget] = field(default_factory=dict)
     options: tuple[Option, ...] = ()
     figures: tuple[Figure, ...] = ()
+    function: Callable[..., Result] | None = None
     claims: tuple[Callable[[StudyView], Claim], ...] = ()
     columns: tuple[Column, ...] = ()
     needs: frozenset[str] = frozenset()

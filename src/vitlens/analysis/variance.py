@@ -160,6 +160,7 @@ SPEC = register_analysis(
         name="variance",
         summary="feature-map variance per block (paper Fig. 9)",
         run=_run,
+        function=variance,
         data="test",
         section="features",
         order=20,

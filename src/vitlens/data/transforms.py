@@ -11,11 +11,9 @@
 Mixup/CutMix and label smoothing act on whole batches and live in `vitlens.data.mixing`.
 Test-time transforms (`train=False`) are always just to-float + normalize.
 
-RandAugment differs from timm's in small ways: torchvision's 14 ops instead of timm's 15, each op
-always applied (timm: p = 0.5) and a fixed magnitude (timm: magnitude ~ N(9, 1)). Magnitude 9 is
-on timm's 0..10 scale (`num_magnitude_bins=11`; torchvision's default of 31 bins would make 9 a
-third of the strength); geometric ops interpolate bilinearly and fill with the dataset mean, as in
-timm.
+RandAugment is timm's `rand-m9-n2-mstd1.0` exactly (15 ops, each applied with p = 0.5, magnitude
+~ N(9, 1) clipped to [0, 10], random bilinear/bicubic resampling, fill = the dataset mean), drawn
+from torch's RNG: see `vitlens.data.randaugment`.
 """
 
 from __future__ import annotations
@@ -28,13 +26,14 @@ from torchvision.transforms.v2 import functional as TF
 
 from vitlens.data.dataset import Normalize
 from vitlens.data.info import DatasetInfo
+from vitlens.data.randaugment import RandAugment
 from vitlens.errors import UnknownNameError
 
 PRESETS = ("none", "basic", "paper")
 
-RANDAUGMENT_OPS = 2
+RANDAUGMENT_OPS = 2  # timm's rand-m9-n2-mstd1.0
 RANDAUGMENT_MAGNITUDE = 9
-RANDAUGMENT_BINS = 11  # magnitude 9 of 0..10, timm's scale
+RANDAUGMENT_MAGNITUDE_STD = 1.0
 
 
 class RandomPadCrop:
@@ -86,14 +85,13 @@ def build_transform(
     if info.hflip:
         steps.append(v2.RandomHorizontalFlip())
     if preset == "paper":
-        fill = [round(m * 255) for m in info.mean]
+        fill = [min(255, round(m * 255)) for m in info.mean]  # timm's img_mean
         steps.append(
-            v2.RandAugment(
+            RandAugment(
+                fill,
                 num_ops=RANDAUGMENT_OPS,
                 magnitude=RANDAUGMENT_MAGNITUDE,
-                num_magnitude_bins=RANDAUGMENT_BINS,
-                interpolation=v2.InterpolationMode.BILINEAR,  # timm: bilinear or bicubic
-                fill=fill,
+                magnitude_std=RANDAUGMENT_MAGNITUDE_STD,
             )
         )
     steps.append(normalize)
