@@ -128,14 +128,22 @@ def _buildup_table(folder: StudyFolder) -> str:
     if not path.exists():
         return ""
     r = load_result(path)
+
+    def pct(value) -> str:
+        return "" if value is None else f"{value:.2%}"
+
     rows = "".join(
-        f"<tr><td>{html.escape(str(c['msa']))}</td><td class=num>{c['accuracy']:.2%}</td>"
+        f"<tr><td>{html.escape(str(c['msa']))}</td><td class=num>{pct(c['accuracy'])}</td>"
+        f"<td class=num>{pct(c.get('test_accuracy'))}</td>"
         f"<td>{'kept' if c['kept'] else 'rejected'}</td></tr>"
         for c in r.candidates
     )
+    split = html.escape(getattr(r, "decided_on", "validation"))
     return (
-        "<h3>Build-up search</h3><table><tr><th>MSA blocks per stage</th>"
-        f"<th class=num>val acc</th><th>decision</th></tr>{rows}</table>"
+        f"<h3>Build-up search</h3><p>Each placement was kept or rejected on the {split} split; "
+        "test accuracy is reported only, never used to choose.</p><table><tr>"
+        "<th>MSA blocks per stage</th><th class=num>val acc</th><th class=num>test acc</th>"
+        f"<th>decision</th></tr>{rows}</table>"
     )
 
 
