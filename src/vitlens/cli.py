@@ -172,9 +172,7 @@ def eval_command(
     json_out: Path = typer.Option(None, "--json", help="Also write the metrics to this JSON file."),
 ) -> None:
     """Accuracy, NLL, ECE and confident accuracy of a trained model on a dataset split."""
-    import json
-
-    from vitlens.train.checkpoint import atomic_write_text
+    from vitlens.atomic import write_json
     from vitlens.train.evaluation import evaluate_checkpoint
 
     metrics = evaluate_checkpoint(
@@ -192,7 +190,7 @@ def eval_command(
         table.add_row(key, f"{value:.4f}" if isinstance(value, float) else str(value))
     console.print(table)
     if json_out is not None:
-        atomic_write_text(json_out, json.dumps(metrics, indent=1))
+        write_json(json_out, metrics)
 
 
 @app.command("analyze")

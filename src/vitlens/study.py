@@ -17,8 +17,9 @@ from typing import Any
 
 from vitlens import distributed as dist
 from vitlens.analysis.runner import ANALYSES
+from vitlens.atomic import visible_entries
+from vitlens.atomic import write_text as atomic_write_text
 from vitlens.errors import ConfigError, UnknownNameError, VitlensError
-from vitlens.train.checkpoint import atomic_write_text
 
 NANO = ["vit_nano", "pit_nano", "swin_nano", "resnet_nano", "alternet_nano"]
 PAPER = ["vit_ti", "pit_ti", "swin_ti", "resnet50", "alternet50"]
@@ -148,7 +149,7 @@ class Study:
         folder = Path(folder)
         study = Study(folder, plan, quiet=quiet)
         if dist.is_main():
-            if folder.exists() and any(folder.iterdir()):
+            if folder.exists() and visible_entries(folder):
                 raise VitlensError(
                     f"{folder} already exists and is not empty; use `vitlens study --resume "
                     f"{folder}` to continue it or choose another --out (nothing was overwritten)"

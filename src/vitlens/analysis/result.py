@@ -12,12 +12,12 @@ import dataclasses
 import datetime
 import importlib
 import json
-import os
 import platform
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
+from vitlens.atomic import write_json
 from vitlens.errors import VitlensError
 
 _REGISTRY: dict[str, type[Result]] = {}
@@ -89,12 +89,7 @@ class Result:
 
     def save(self, path: str | Path) -> Path:
         """Write as JSON to `path` atomically (temporary file, then rename)."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-        tmp.write_text(json.dumps(self.to_dict(), indent=1, allow_nan=True))
-        os.replace(tmp, path)
-        return path
+        return write_json(path, self.to_dict(), indent=1)
 
 
 def result_from_dict(data: dict[str, Any]) -> Result:

@@ -16,9 +16,9 @@ from pathlib import Path
 from typing import Any
 
 from vitlens.analysis.result import Result, load_result
+from vitlens.atomic import write_text as atomic_write_text
 from vitlens.errors import VitlensError
 from vitlens.report.claims import evaluate_claims
-from vitlens.train.checkpoint import atomic_write_text
 
 SECTIONS = [
     (

@@ -11,15 +11,15 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
-import os
 from pathlib import Path
 from typing import Any
 
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 from torch import nn
 
+from vitlens.atomic import write_safetensors, write_text
 from vitlens.errors import VitlensError
 
 FORMAT = "vitlens-checkpoint/1"
@@ -29,25 +29,9 @@ class CheckpointError(VitlensError):
     """A checkpoint that is missing, truncated, corrupt, or of another model."""
 
 
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    atomic_write_bytes(path, text.encode())
-
-
 def _atomic_save_tensors(path: Path, tensors: dict[str, torch.Tensor], meta: dict[str, str]) -> str:
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, str(tmp), meta)
-    digest = _sha256(tmp)
-    os.replace(tmp, path)
-    return digest
+    write_safetensors(path, tensors, meta)
+    return _sha256(path)
 
 
 def _sha256(path: Path) -> str:
@@ -102,7 +86,7 @@ def save_checkpoint(
         record["optim_groups"] = groups
     record["torch_rng"] = base64.b64encode(torch.get_rng_state().numpy().tobytes()).decode()
     path = folder / f"{tag}.json"
-    atomic_write_text(path, json.dumps(record, indent=1))
+    write_text(path, json.dumps(record, indent=1))
     return path
 
 

@@ -21,11 +21,11 @@ from torch import nn
 
 from vitlens import __version__
 from vitlens import distributed as dist
+from vitlens.atomic import append_json_line, visible_entries, write_safetensors, write_text
 from vitlens.config import TrainConfig, dump_yaml
 from vitlens.errors import VitlensError
 from vitlens.train.checkpoint import (
     CheckpointError,
-    atomic_write_text,
     load_weights_strict,
     read_checkpoint,
     read_optimizer,
@@ -105,7 +105,7 @@ class Trainer:
         if self.resume:
             if not ckpt.exists():
                 raise VitlensError(f"cannot resume: {self.out} has no checkpoints/last.json")
-        elif self.out.exists() and any(self.out.iterdir()):
+        elif self.out.exists() and visible_entries(self.out):
             raise VitlensError(
                 f"run folder {self.out} already exists and is not empty; pass --resume to "
                 "continue it or choose another --out (nothing was overwritten)"
@@ -202,7 +202,7 @@ class Trainer:
         writer = None
         if dist.is_main():
             self.out.mkdir(parents=True, exist_ok=True)
-            atomic_write_text(self.out / "config.yaml", dump_yaml(cfg))
+            write_text(self.out / "config.yaml", dump_yaml(cfg))
             history = self._trim_metrics(start_epoch)
             writer = _tensorboard(self.out)
         state_base = {
@@ -355,12 +355,11 @@ class Trainer:
             return []
         rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
         rows = [r for r in rows if r["epoch"] <= start_epoch]
-        atomic_write_text(path, "".join(json.dumps(r) + "\n" for r in rows))
+        write_text(path, "".join(json.dumps(r) + "\n" for r in rows))
         return rows
 
     def _log(self, row: dict, writer) -> None:
-        with open(self.out / "metrics.jsonl", "a") as f:
-            f.write(json.dumps(row) + "\n")
+        append_json_line(self.out / "metrics.jsonl", row)
         if writer is not None:
             for key, value in row.items():
                 if (
@@ -393,14 +392,7 @@ def evaluate(
 
 
 def _save_snapshot(out: Path, model: nn.Module, epoch: int) -> None:
-    from safetensors.torch import save_file
-
-    folder = out / "snapshots"
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / f"epoch{epoch:04d}.safetensors"
-    tmp = path.with_name(f".{path.name}.tmp")
-    save_file({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}, str(tmp))
-    tmp.replace(path)
+    write_safetensors(out / "snapshots" / f"epoch{epoch:04d}.safetensors", model.state_dict())
 
 
 def _tensorboard(out: Path):
