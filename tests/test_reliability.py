@@ -4,6 +4,7 @@ and fault injection at every write and rename of a checkpoint."""
 from __future__ import annotations
 
 import errno
+import json
 import os
 import subprocess
 import sys
@@ -88,3 +89,106 @@ def test_writing_html_or_json_does_not_import_torch():
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert done.stdout.split() == ["False", "False"], done.stderr
+
+
+# -- locks -----------------------------------------------------------------------------------
+
+HOLD = (
+    "import sys; from vitlens.locks import folder_lock;"
+    "folder_lock(sys.argv[1], 'run folder').acquire(); print('ready', flush=True);"
+    "sys.stdin.read()"
+)
+
+
+def _holder(folder):
+    """A process that holds the lock of `folder` until its stdin is closed."""
+    proc = subprocess.Popen(
+        [sys.executable, "-c", HOLD, str(folder)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stdout.readline().strip() == "ready"
+    return proc
+
+
+def test_a_second_writer_is_refused_naming_the_holder(tmp_path):
+    from vitlens.locks import FolderLockedError, folder_lock
+
+    holder = _holder(tmp_path / "run")
+    try:
+        with pytest.raises(FolderLockedError, match=f"in use by PID {holder.pid} on "):
+            folder_lock(tmp_path / "run", "run folder").acquire()
+    finally:
+        holder.stdin.close()
+        holder.wait()
+    assert not (tmp_path / "run").exists(), "the holder made the folder and removed it unused"
+    with folder_lock(tmp_path / "run", "run folder"):  # free again
+        assert (tmp_path / "run" / atomic.LOCK_NAME).exists()
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_stale_lock_of_a_dead_process_is_taken_over_with_a_notice(tmp_path, capsys):
+    import socket
+
+    from vitlens.locks import FolderLockedError, folder_lock
+
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    (tmp_path / atomic.LOCK_NAME).write_text(
+        json.dumps({"pid": dead.pid, "host": socket.gethostname()})
+    )
+    with folder_lock(tmp_path, "run folder"):
+        held = json.loads((tmp_path / atomic.LOCK_NAME).read_text())
+        assert held["pid"] == os.getpid()
+    assert f"left by PID {dead.pid}" in capsys.readouterr().err
+    assert not (tmp_path / atomic.LOCK_NAME).exists()
+    # A lock left on another host cannot be checked from here: refused with the way out.
+    (tmp_path / atomic.LOCK_NAME).write_text(json.dumps({"pid": 1, "host": "elsewhere"}))
+    with pytest.raises(FolderLockedError, match="PID 1 on elsewhere.*delete"):
+        folder_lock(tmp_path, "run folder").acquire()
+
+
+TINY = ["--fraction", "0.01", "--batch-size", "25", "--epochs", "1", "--quiet"]
+
+
+def cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "vitlens.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
+
+
+def test_two_runs_into_one_folder_the_second_is_refused(tmp_path):
+    import time
+
+    out = tmp_path / "run"
+    slow = ["--fraction", "0.01", "--batch-size", "10", "--epochs", "3", "--checkpoint-every", "1"]
+    first = subprocess.Popen(
+        [sys.executable, "-m", "vitlens.cli", "train", "vit_nano", "--out", str(out), *slow],
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.time() + 120
+    while not (out / "checkpoints" / "last.json").exists() and time.time() < deadline:
+        time.sleep(0.01)
+    # Another model into the same folder, and the same model resuming the running run.
+    for args in (("resnet_nano",), ("vit_nano", "--resume")):
+        second = cli("train", *args, "--out", str(out), *TINY)
+        assert first.poll() is None, "the first run was still training"
+        assert second.returncode == 2, second.stderr
+        assert f"in use by PID {first.pid}" in second.stderr, second.stderr
+        assert "Traceback" not in second.stderr
+    assert first.wait() == 0, first.stderr.read()
+    from vitlens.train.checkpoint import read_checkpoint
+
+    record, _ = read_checkpoint(out / "checkpoints" / "final.json")
+    assert record["model_spec"]["name"] == "vit_nano"
+    rows = (out / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(r)["epoch"] for r in rows] == [1, 2, 3], "one run's metrics only"
+    assert not (out / atomic.LOCK_NAME).exists(), "the lock is released at the end"

@@ -28,6 +28,7 @@ if TYPE_CHECKING:  # pragma: no cover - typing only
     from matplotlib.figure import Figure
 
 _TEMP_NAME = re.compile(r"^\..+\.tmp\d*$")
+LOCK_NAME = ".vitlens.lock"  # the lock file of an output folder (see vitlens.locks)
 
 _REASONS = {
     errno.ENOSPC: "the disk is full",
@@ -57,8 +58,8 @@ def is_temporary(path: str | Path) -> bool:
 
 
 def visible_entries(folder: Path) -> list[Path]:
-    """The entries of `folder` that are not leftover temporary files."""
-    return [p for p in folder.iterdir() if not is_temporary(p)]
+    """The entries of `folder` other than leftover temporary files and its lock file."""
+    return [p for p in folder.iterdir() if not is_temporary(p) and p.name != LOCK_NAME]
 
 
 def remove_temporaries(folder: Path) -> None:

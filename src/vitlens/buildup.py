@@ -16,6 +16,7 @@ from typing import Any, ClassVar
 
 from vitlens.analysis.result import Provenance, Result
 from vitlens.errors import ConfigError
+from vitlens.locks import holding_lock
 
 
 @dataclass(frozen=True)
@@ -40,6 +41,7 @@ class BuildupResult(Result):
     decided_on: str = "test"
 
 
+@holding_lock("out", "buildup folder")
 def buildup(
     out: str | Path,
     *,

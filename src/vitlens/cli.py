@@ -220,27 +220,29 @@ def analyze_command(
     """Run one analysis of the paper on a trained model; save its Result (JSON) and figures."""
     from vitlens import distributed as dist
     from vitlens.analysis.runner import ANALYSES, run_analysis
+    from vitlens.locks import folder_lock
     from vitlens.report.figures import draw
 
     if analysis not in ANALYSES:
         raise VitlensError(f"unknown analysis {analysis!r}; choose from {', '.join(ANALYSES)}")
-    result = run_analysis(
-        analysis,
-        checkpoint,
-        batches=batches,
-        batch_size=batch_size,
-        dataset=dataset,
-        data_dir=data_dir,
-        device=device,
-        seed=seed,
-        progress=not quiet,
-        other=other,
-    )
-    if not dist.is_main():
-        return
     folder = out or (checkpoint if checkpoint.is_dir() else checkpoint.parent.parent) / "analysis"
-    path = result.save(folder / f"{analysis}.json")
-    figures = draw([result], folder)
+    with folder_lock(folder, "analysis folder"):  # rank 0 only; one writer at a time
+        result = run_analysis(
+            analysis,
+            checkpoint,
+            batches=batches,
+            batch_size=batch_size,
+            dataset=dataset,
+            data_dir=data_dir,
+            device=device,
+            seed=seed,
+            progress=not quiet,
+            other=other,
+        )
+        if not dist.is_main():
+            return
+        path = result.save(folder / f"{analysis}.json")
+        figures = draw([result], folder)
     console.print(f"{analysis}: {path}" + "".join(f"\n  figure: {f}" for f in figures))
 
 

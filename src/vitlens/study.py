@@ -20,6 +20,7 @@ from vitlens.analysis.runner import ANALYSES
 from vitlens.atomic import visible_entries
 from vitlens.atomic import write_text as atomic_write_text
 from vitlens.errors import ConfigError, UnknownNameError, VitlensError
+from vitlens.locks import folder_lock
 
 NANO = ["vit_nano", "pit_nano", "swin_nano", "resnet_nano", "alternet_nano"]
 PAPER = ["vit_ti", "pit_ti", "swin_ti", "resnet50", "alternet50"]
@@ -149,7 +150,9 @@ class Study:
         folder = Path(folder)
         study = Study(folder, plan, quiet=quiet)
         if dist.is_main():
-            if folder.exists() and visible_entries(folder):
+            study.lock = folder_lock(folder, "study folder").acquire()  # released at exit
+            if visible_entries(folder):
+                study.lock.release()
                 raise VitlensError(
                     f"{folder} already exists and is not empty; use `vitlens study --resume "
                     f"{folder}` to continue it or choose another --out (nothing was overwritten)"
@@ -180,6 +183,8 @@ class Study:
         plan.validate()
         study = Study(folder, plan, quiet=quiet)
         study.steps = steps
+        if dist.is_main():
+            study.lock = folder_lock(folder, "study folder").acquire()  # released at exit
         return study
 
     # -- running -----------------------------------------------------------------------------

@@ -24,6 +24,7 @@ from vitlens import distributed as dist
 from vitlens.atomic import append_json_line, visible_entries, write_safetensors, write_text
 from vitlens.config import TrainConfig, dump_yaml
 from vitlens.errors import VitlensError
+from vitlens.locks import folder_lock
 from vitlens.train.checkpoint import (
     CheckpointError,
     load_weights_strict,
@@ -131,9 +132,13 @@ class Trainer:
     # -- the run -----------------------------------------------------------------------------
 
     def run(self) -> dict[str, Any]:
-        cfg = self.cfg
-        device = resolve_device(cfg.device)
+        device = resolve_device(self.cfg.device)
         dist.init(device)
+        with folder_lock(self.out, "run folder", enabled=dist.is_main()):
+            return self._run(device)
+
+    def _run(self, device: torch.device) -> dict[str, Any]:
+        cfg = self.cfg
         if dist.is_main():
             self._prepare_folder()
         dist.barrier()
