@@ -192,3 +192,151 @@ def test_two_runs_into_one_folder_the_second_is_refused(tmp_path):
     rows = (out / "metrics.jsonl").read_text().splitlines()
     assert [json.loads(r)["epoch"] for r in rows] == [1, 2, 3], "one run's metrics only"
     assert not (out / atomic.LOCK_NAME).exists(), "the lock is released at the end"
+
+
+# -- fault injection: interrupt every write and rename of a run, then resume ------------------
+
+
+def _tiny_image_folder(root):
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for split, n in (("train", 4), ("test", 2)):
+        for c in range(2):
+            folder = root / split / f"class{c}"
+            folder.mkdir(parents=True)
+            for i in range(n):
+                pixels = (rng.random((8, 8)) * 100 + 120 * c).astype("uint8")
+                Image.fromarray(pixels, mode="L").save(folder / f"{i}.png")
+    return root
+
+
+def _tiny_config(data):
+    from vitlens.config import make_config
+
+    return make_config(
+        "quick",
+        model="vit_nano",
+        model_args={"depth": 1, "dim": 32, "heads": 2, "mlp_dim": 64},
+        dataset=f"imagefolder:{data}",
+        epochs=2,
+        warmup_epochs=1,
+        batch_size=4,
+        checkpoint_every=1,
+        seed=1,
+        device="cpu",
+    )
+
+
+class _Interrupt:
+    """Counts the file writes, renames and removals inside `folder`; at the `at`-th one, the
+    process ends on the spot (os._exit: no cleanup, like a SIGKILL)."""
+
+    def __init__(self, folder, at):
+        self.folder, self.at, self.count = str(folder), at, 0
+
+    def hit(self, path) -> None:
+        path = os.fspath(path)
+        if path.startswith(self.folder) and "tensorboard" not in path:
+            self.count += 1
+            if self.count == self.at:
+                os._exit(3)
+
+    def install(self) -> None:
+        import builtins
+
+        import safetensors.torch
+
+        real_open, real_replace, real_unlink = builtins.open, os.replace, os.unlink
+        real_save = safetensors.torch.save_file
+
+        def open_(file, mode="r", *args, **kwargs):
+            if isinstance(file, (str, os.PathLike)) and any(c in mode for c in "wax"):
+                self.hit(file)
+            return real_open(file, mode, *args, **kwargs)
+
+        def replace(src, dst, *args, **kwargs):
+            self.hit(dst)
+            return real_replace(src, dst, *args, **kwargs)
+
+        def unlink(path, *args, **kwargs):
+            self.hit(path)
+            return real_unlink(path, *args, **kwargs)
+
+        def save_file(tensors, filename, *args, **kwargs):
+            self.hit(filename)
+            return real_save(tensors, filename, *args, **kwargs)
+
+        builtins.open, os.replace, os.unlink = open_, replace, unlink
+        safetensors.torch.save_file = save_file
+
+
+def _in_child(work, timeout=300) -> int:
+    """Run `work()` in a forked process; returns its exit status (0 when `work` returned)."""
+    import time
+
+    pid = os.fork()
+    if pid == 0:  # the child: never returns into pytest
+        status = 1
+        try:
+            work()
+            status = 0
+        except BaseException as err:  # noqa: BLE001 - reported through the exit status
+            print(f"child failed: {err!r}", file=sys.stderr)
+        os._exit(status)
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            return os.waitstatus_to_exitcode(status)
+        time.sleep(0.01)
+    os.kill(pid, 9)
+    os.waitpid(pid, 0)
+    raise AssertionError("a training child hung")
+
+
+def _train_child(cfg, out, interrupt_at=None, count_file=None):
+    def work():
+        from vitlens.train import Trainer
+
+        counter = _Interrupt(out, interrupt_at or 0)
+        counter.install()
+        Trainer(cfg, out, resume=(out / "config.yaml").exists(), quiet=True).run()
+        if count_file is not None:
+            count_file.write_text(str(counter.count))
+
+    return _in_child(work)
+
+
+def test_interrupting_any_write_or_rename_then_resuming_is_bit_exact(tmp_path):
+    import torch
+    import torch.utils.tensorboard  # noqa: F401 - imported once here, not in every child
+    from safetensors.torch import load_file
+
+    import vitlens.data  # noqa: F401
+    import vitlens.models  # noqa: F401
+    import vitlens.train  # noqa: F401
+
+    cfg = _tiny_config(_tiny_image_folder(tmp_path / "data"))
+    ref, count_file = tmp_path / "ref", tmp_path / "count"
+    assert _train_child(cfg, ref, count_file=count_file) == 0
+    total = int(count_file.read_text())
+    print(f"{total} writes, renames and removals")
+    reference = load_file(str(ref / "checkpoints" / "final.model.safetensors"))
+    ref_rows = [json.loads(x) for x in (ref / "metrics.jsonl").read_text().splitlines()]
+    # 4 checkpoints of 6-8 operations, the final one, config.yaml and two metric rows.
+    assert total >= 36, total
+    for at in range(1, total + 1):
+        out = tmp_path / f"cut{at}"
+        assert _train_child(cfg, out, interrupt_at=at) == 3, f"interrupted at operation {at}"
+        assert _train_child(cfg, out) == 0, f"resumed after operation {at}"
+        final = load_file(str(out / "checkpoints" / "final.model.safetensors"))
+        assert final.keys() == reference.keys()
+        assert all(torch.equal(final[k], reference[k]) for k in reference), at
+        rows = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+        assert [r["test_nll"] for r in rows] == [r["test_nll"] for r in ref_rows], at
+        assert [r["train_nll"] for r in rows] == [r["train_nll"] for r in ref_rows], at
+        leftovers = [p.name for p in out.rglob("*") if atomic.is_temporary(p)]
+        assert not leftovers, (at, leftovers)
+        assert len(list((out / "checkpoints").glob("last-*"))) == 2, "one generation is kept"

@@ -98,15 +98,16 @@ def train_command(
     quiet: bool = typer.Option(False, help="No progress bars."),
 ) -> None:
     """Train MODEL with the paper's recipe (or a quick one) and keep a resumable run folder."""
-    import datetime
+    from vitlens.config import parse_model_args
+    from vitlens.train.launch import train
 
-    import yaml
-
-    from vitlens.config import config_from_dict, load_config_file, make_config
-    from vitlens.train import Trainer
-
-    options = dict(
-        model=model,
+    cfg, result, out = train(
+        model,
+        out=out,
+        resume=resume,
+        quiet=quiet,
+        preset=preset,
+        config_file=config,
         dataset=dataset,
         epochs=epochs,
         batch_size=batch_size,
@@ -123,37 +124,8 @@ def train_command(
         data_dir=data_dir,
         download=download,
         workers=workers,
+        model_args=parse_model_args(model_arg) if model_arg else None,
     )
-    if model_arg:
-        args = {}
-        for item in model_arg:
-            key, sep, value = item.partition("=")
-            if not sep or not key:
-                raise VitlensError(f"--model-arg needs KEY=VALUE, got {item!r}")
-            args[key] = yaml.safe_load(value)
-        options["model_args"] = args
-    if resume:
-        if out is None:
-            raise VitlensError("--resume needs --out, the run folder to continue")
-        saved = out / "config.yaml"
-        if not saved.exists():
-            raise VitlensError(f"cannot resume: {saved} does not exist")
-        base = config_from_dict(load_config_file(saved)).to_dict()
-        if base["model"] != model:
-            raise VitlensError(f"{out} trains {base['model']}, not {model}")
-        base.update({k: v for k, v in options.items() if v is not None})
-        cfg = config_from_dict(base)
-    else:
-        file_values = load_config_file(config) if config else {}
-        cfg = make_config(
-            preset, **{**file_values, **{k: v for k, v in options.items() if v is not None}}
-        )
-    if out is None:
-        stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
-        out = (
-            Path("runs") / f"{cfg.model}-{cfg.dataset.replace(':', '_').replace('/', '_')}-{stamp}"
-        )
-    result = Trainer(cfg, out, resume=resume, quiet=quiet).run()
     if result:
         console.print(
             f"[bold]{cfg.model}[/] on {cfg.dataset}: test acc {result['test_acc']:.4f}, "
@@ -269,8 +241,8 @@ def study_command(
     import datetime
 
     from vitlens import distributed as dist
+    from vitlens.device import resolve_device
     from vitlens.study import Study, StudyPlan
-    from vitlens.train.loop import resolve_device
 
     # Under torchrun, join the process group before any rank touches the study folder.
     dist.init(resolve_device(device or "auto"))

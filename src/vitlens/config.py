@@ -197,5 +197,21 @@ def config_from_dict(data: dict[str, Any]) -> TrainConfig:
     return TrainConfig(**data).validate()
 
 
+def parse_model_args(items: list[str]) -> dict[str, Any]:
+    """`--model-arg KEY=VALUE` items (VALUE read as YAML) as constructor overrides."""
+    args = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"--model-arg needs KEY=VALUE, got {item!r}")
+        try:
+            args[key.strip()] = yaml.safe_load(value)
+        except yaml.YAMLError as err:
+            raise ConfigError(
+                f"--model-arg {item!r}: the value is not valid YAML ({err})"
+            ) from None
+    return args
+
+
 def dump_yaml(config: TrainConfig) -> str:
     return yaml.safe_dump(config.to_dict(), sort_keys=False)

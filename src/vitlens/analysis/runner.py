@@ -189,7 +189,7 @@ def run_analysis(
         options: extra keyword arguments for the analysis function.
         other: a second model, for CKA between two models.
     """
-    from vitlens.train.loop import resolve_device
+    from vitlens.device import resolve_device
 
     if name not in ANALYSES:
         raise UnknownNameError(f"unknown analysis {name!r}; choose from {', '.join(ANALYSES)}")

@@ -5,8 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from vitlens.device import resolve_device
 from vitlens.errors import VitlensError
-from vitlens.train.loop import evaluate, resolve_device
+from vitlens.train.loop import evaluate
 from vitlens.train.runs import load_model
 
 
