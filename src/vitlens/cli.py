@@ -40,6 +40,7 @@ def models_command(
     from vitlens.models import MODELS, count_parameters, create_model, list_models
     from vitlens.models.flops import forward_flops
 
+    _at_least(1, image_size=image_size, num_classes=num_classes)
     names = list_models(pattern)
     if not names:
         raise VitlensError(f"no model matches {pattern!r}; registered: {', '.join(MODELS)}")
@@ -98,33 +99,14 @@ def train_command(
     quiet: bool = typer.Option(False, help="No progress bars."),
 ) -> None:
     """Train MODEL with the paper's recipe (or a quick one) and keep a resumable run folder."""
-    from vitlens.config import parse_model_args
+    options = dict(locals())  # the options, by name; the config fields among them pass on
+    from vitlens.config import config_field_names, parse_model_args
     from vitlens.train.launch import train
 
+    fields = {k: v for k, v in options.items() if k in config_field_names() and k != "model"}
+    fields["model_args"] = parse_model_args(model_arg) if model_arg else None
     cfg, result, out = train(
-        model,
-        out=out,
-        resume=resume,
-        quiet=quiet,
-        preset=preset,
-        config_file=config,
-        dataset=dataset,
-        epochs=epochs,
-        batch_size=batch_size,
-        lr=lr,
-        fraction=fraction,
-        augment=augment,
-        image_size=image_size,
-        init=init,
-        freeze=freeze,
-        snapshot_every=snapshot_every,
-        checkpoint_every=checkpoint_every,
-        seed=seed,
-        device=device,
-        data_dir=data_dir,
-        download=download,
-        workers=workers,
-        model_args=parse_model_args(model_arg) if model_arg else None,
+        model, out=out, resume=resume, quiet=quiet, preset=preset, config_file=config, **fields
     )
     if result:
         console.print(
@@ -197,6 +179,8 @@ def analyze_command(
 
     if analysis not in ANALYSES:
         raise VitlensError(f"unknown analysis {analysis!r}; choose from {', '.join(ANALYSES)}")
+    _at_least(1, batches=batches, batch_size=batch_size)
+    _at_least(0, seed=seed)
     folder = out or (checkpoint if checkpoint.is_dir() else checkpoint.parent.parent) / "analysis"
     with folder_lock(folder, "analysis folder"):  # rank 0 only; one writer at a time
         result = run_analysis(
@@ -244,6 +228,7 @@ def study_command(
     from vitlens.device import resolve_device
     from vitlens.study import Study, StudyPlan
 
+    _at_least(0, seed=seed)
     # Under torchrun, join the process group before any rank touches the study folder.
     dist.init(resolve_device(device or "auto"))
     overrides = dict(
@@ -295,6 +280,8 @@ def buildup_command(
     """The AlterNet build-up rule as a search: add MSA blocks at stage ends while they help."""
     from vitlens.buildup import buildup
 
+    _at_least(1, epochs=epochs, max_candidates=max_candidates)
+    _at_least(0, seed=seed)
     result = buildup(
         out,
         base=base,
@@ -309,6 +296,14 @@ def buildup_command(
     )
     best = max(result.candidates, key=lambda c: c["accuracy"])
     console.print(f"best MSA layout {best['msa']}: val acc {best['accuracy']:.4f} -> {out}")
+
+
+def _at_least(minimum: int, **options: int | None) -> None:
+    """Refuse numeric options below `minimum` (None: not given), naming the option."""
+    for name, value in options.items():
+        if value is not None and value < minimum:
+            option = "--" + name.replace("_", "-")
+            raise VitlensError(f"{option} must be at least {minimum}, got {value}")
 
 
 def _meta():

@@ -69,6 +69,10 @@ class FolderLock:
         if key in _HELD:  # this process already writes here (e.g. a study reopened in-process)
             self._shared = True
             return self
+        if self.folder.exists() and not self.folder.is_dir():
+            raise VitlensError(
+                f"{self.what} {self.folder} exists and is not a folder; choose another path"
+            )
         self._created_folder = not self.folder.exists()
         try:
             self.folder.mkdir(parents=True, exist_ok=True)

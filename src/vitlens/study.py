@@ -19,6 +19,7 @@ from vitlens import distributed as dist
 from vitlens.analysis.runner import ANALYSES
 from vitlens.atomic import visible_entries
 from vitlens.atomic import write_text as atomic_write_text
+from vitlens.config import check_field_types
 from vitlens.errors import ConfigError, UnknownNameError, VitlensError
 from vitlens.locks import folder_lock
 
@@ -174,8 +175,13 @@ class Study:
                 f"{folder} is not a study folder (no study.json/steps.json); start one with "
                 "`vitlens study --out DIR`"
             ) from None
-        except json.JSONDecodeError as err:
+        except (json.JSONDecodeError, UnicodeDecodeError) as err:
             raise VitlensError(f"{folder}/study.json or steps.json is corrupt: {err}") from None
+        if not isinstance(data, dict):
+            raise VitlensError(f"{folder / 'study.json'} must hold a JSON mapping of plan fields")
+        check_field_types(StudyPlan, data, str(folder / "study.json"))
+        if not isinstance(steps, dict) or not all(isinstance(v, dict) for v in steps.values()):
+            raise VitlensError(f"{folder / 'steps.json'} is damaged: not a mapping of step records")
         plan = StudyPlan(**data)
         for key, value in overrides.items():
             if value is not None:

@@ -94,6 +94,8 @@ class Result:
 
 def result_from_dict(data: dict[str, Any]) -> Result:
     """Rebuild a Result of the right class from `Result.to_dict()` output."""
+    if not isinstance(data, dict):
+        raise VitlensError(f"a Result is a JSON mapping, not a {type(data).__name__}")
     name = data.get("analysis")
     if name not in _REGISTRY and name in _MODULES:
         importlib.import_module(_MODULES[name])
@@ -105,7 +107,12 @@ def result_from_dict(data: dict[str, Any]) -> Result:
             f"{name} result has schema {data.get('schema')}, this vitlens reads {cls.schema}"
         )
     body = {k: v for k, v in data.items() if k not in ("analysis", "schema")}
-    body["provenance"] = Provenance(**body.get("provenance", {}))
+    provenance = body.get("provenance", {})
+    known = {f.name for f in dataclasses.fields(Provenance)}
+    if not isinstance(provenance, dict) or set(provenance) - known:
+        extra = sorted(set(provenance) - known) if isinstance(provenance, dict) else provenance
+        raise VitlensError(f"{name} result has a bad provenance ({extra!r:.80})")
+    body["provenance"] = Provenance(**provenance)
     names = {f.name for f in dataclasses.fields(cls)}
     unknown = set(body) - names
     if unknown:
@@ -120,6 +127,9 @@ def load_result(path: str | Path) -> Result:
         data = json.loads(path.read_text())
     except FileNotFoundError:
         raise VitlensError(f"no result at {path}") from None
-    except json.JSONDecodeError as err:
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise VitlensError(f"{path} is not a JSON result: {err}") from None
-    return result_from_dict(data)
+    try:
+        return result_from_dict(data)
+    except (VitlensError, TypeError) as err:  # TypeError: a field of the wrong kind
+        raise VitlensError(f"{path} is not a readable Result: {err}") from None

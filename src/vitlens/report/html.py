@@ -168,6 +168,10 @@ def write_report(folder: str | Path) -> Path:
         steps = json.loads((folder / "steps.json").read_text())
     except (FileNotFoundError, NotADirectoryError):
         raise VitlensError(f"{folder} is not a study folder (no study.json/steps.json)") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise VitlensError(f"{folder}/study.json or steps.json is corrupt: {err}") from None
+    if not isinstance(plan, dict) or not isinstance(steps, dict):
+        raise VitlensError(f"{folder}/study.json and steps.json must each hold a JSON mapping")
     models = plan["models"]
     results = load_study_results(folder)
     rows = load_run_rows(folder, models)

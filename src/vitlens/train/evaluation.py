@@ -25,6 +25,8 @@ def evaluate_checkpoint(
 
     if split not in ("train", "test"):
         raise VitlensError(f"split must be 'train' or 'test', got {split!r}")
+    if batch_size < 1:
+        raise VitlensError(f"--batch-size must be at least 1, got {batch_size}")
     dev = resolve_device(device)
     model, record = load_model(checkpoint, dev)
     spec = record["model_spec"]
