@@ -340,3 +340,164 @@ def test_interrupting_any_write_or_rename_then_resuming_is_bit_exact(tmp_path):
         leftovers = [p.name for p in out.rglob("*") if atomic.is_temporary(p)]
         assert not leftovers, (at, leftovers)
         assert len(list((out / "checkpoints").glob("last-*"))) == 2, "one generation is kept"
+
+
+# -- the four data-loss defects of issue 12 ---------------------------------------------------
+
+
+class _Killed(BaseException):
+    """Raised by a patched call to end a run where it stands."""
+
+
+def _fail_at(monkeypatch, name: str, nth: int, error: BaseException) -> None:
+    """Make the `nth` rename onto a file called `name` raise `error`."""
+    real, seen = os.replace, []
+
+    def replace(src, dst, *args, **kwargs):
+        if os.path.basename(os.fspath(dst)) == name:
+            seen.append(dst)
+            if len(seen) == nth:
+                raise error
+        return real(src, dst, *args, **kwargs)
+
+    monkeypatch.setattr(os, "replace", replace)
+
+
+def _final_weights(out):
+    from safetensors.torch import load_file
+
+    return load_file(str(out / "checkpoints" / "final.model.safetensors"))
+
+
+def _same(a, b) -> bool:
+    import torch
+
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+@pytest.fixture(scope="module")
+def tiny_reference(tmp_path_factory):
+    """The tiny run's config and its uninterrupted result."""
+    from vitlens.train import Trainer
+
+    tmp = tmp_path_factory.mktemp("reference")
+    cfg = _tiny_config(_tiny_image_folder(tmp / "data"))
+    Trainer(cfg, tmp / "ref", quiet=True).run()
+    rows = (tmp / "ref" / "metrics.jsonl").read_text().splitlines()
+    return cfg, _final_weights(tmp / "ref"), [json.loads(r) for r in rows]
+
+
+def test_a_full_disk_during_a_checkpoint_keeps_the_previous_one(
+    tiny_reference, tmp_path, monkeypatch
+):
+    from vitlens.train import Trainer
+    from vitlens.train.checkpoint import read_checkpoint
+
+    cfg, reference, _ = tiny_reference
+    out = tmp_path / "full"
+    # The second checkpoint's tensor files are written; switching its record fails: disk full.
+    _fail_at(monkeypatch, "last.json", 2, OSError(errno.ENOSPC, "No space left on device"))
+    with pytest.raises(VitlensError, match="last.json: the disk is full"):
+        Trainer(cfg, out, quiet=True).run()
+    monkeypatch.undo()
+    record, _ = read_checkpoint(out / "checkpoints" / "last.json")  # complete and verified
+    assert record["step"] == 1
+    assert _no_temporaries(out)
+    Trainer(cfg, out, resume=True, quiet=True).run()
+    assert _same(_final_weights(out), reference)
+    assert len(list((out / "checkpoints").glob("last-*.safetensors"))) == 2
+
+
+def test_the_nan_guard_keeps_only_finite_checkpoints_and_its_advice_works(tmp_path, capsys):
+    import torch
+    from test_bad_input import run_cli  # the in-process command line
+
+    from vitlens.train.checkpoint import read_checkpoint, read_optimizer
+    from vitlens.train.resume import divergence_message
+
+    out = tmp_path / "nan"
+    tiny = ["--fraction", "0.02", "--batch-size", "20", "--epochs", "2", "--quiet"]
+    code, err = run_cli(
+        ["train", "vit_nano", "--lr", "1e6", "--checkpoint-every", "1", "--out", out, *tiny], capsys
+    )
+    assert code == 2 and "Traceback" not in err, err
+    assert "non-finite" in err or "loss became" in err
+    assert "gradient clipping" not in err.lower(), "clipping is on: no advice to enable it"
+    record, weights = read_checkpoint(out / "checkpoints" / "last.json")
+    tensors = [
+        *weights.values(),
+        *read_optimizer(out / "checkpoints" / "last.json", record).values(),
+    ]
+    assert all(torch.isfinite(t).all() for t in tensors if t.is_floating_point())
+    assert f"step {record['step']}" in err, "the message names the checkpoint that is kept"
+    # Continuing with a lower learning rate is allowed (not "a different configuration")
+    # and recorded, whether or not that checkpoint can still be saved.
+    code, err = run_cli(
+        ["train", "vit_nano", "--resume", "--lr", "1e-3", "--out", out, "--quiet"], capsys
+    )
+    assert code in (0, 2) and "Traceback" not in err and "different configuration" not in err
+    assert "lr: 0.001" in (out / "config.yaml").read_text()
+    assert (
+        f"resumed at step {record['step']} with lr 1000000.0 -> 0.001"
+        in (out / "config.yaml").read_text()
+    )
+    # Without any checkpoint, the message says so instead of naming one.
+    cfg_text = divergence_message(tmp_path / "empty", _tiny_config(tmp_path), "the loss became nan")
+    assert "no checkpoint was written" in cfg_text and "last good checkpoint" not in cfg_text
+
+
+def test_resume_may_change_the_learning_rate_and_the_epochs_and_records_it(tmp_path, capsys):
+    from test_bad_input import run_cli
+
+    out = tmp_path / "run"
+    tiny = ["--fraction", "0.01", "--batch-size", "25", "--quiet", "--out", out]
+    assert run_cli(["train", "vit_nano", "--epochs", "1", *tiny], capsys)[0] == 0
+    code, err = run_cli(
+        ["train", "vit_nano", "--resume", "--epochs", "2", "--lr", "5e-4", *tiny], capsys
+    )
+    assert code == 0, err
+    rows = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in rows] == [1, 2] and "config_changes" not in rows[0]
+    changed = {"epochs": [1, 2], "lr": [0.001, 0.0005]}
+    assert rows[1]["config_changes"] == [{"step": 4, "changed": changed}]
+    text = (out / "config.yaml").read_text()
+    assert (
+        "epochs: 2" in text and "lr: 0.0005" in text and "epochs 1 -> 2, lr 0.001 -> 0.0005" in text
+    )
+    code, err = run_cli(
+        ["train", "vit_nano", "--resume", "--batch-size", "10", "--out", out], capsys
+    )
+    assert code == 2 and "batch_size 25 -> 10" in err, err
+
+
+def test_a_damaged_metrics_file_is_repaired_on_resume_after_every_check(
+    tiny_reference, tmp_path, monkeypatch, capsys
+):
+    from vitlens.train import Trainer
+
+    cfg, reference, ref_rows = tiny_reference
+    out = tmp_path / "run"
+    # Killed at the end of epoch 1, after its metric row, before its checkpoint's record.
+    _fail_at(monkeypatch, "last.json", 2, _Killed())
+    with pytest.raises(_Killed):
+        Trainer(cfg, out, quiet=True).run()
+    monkeypatch.undo()
+    with open(out / "metrics.jsonl", "a") as f:
+        f.write('{"epoch": 2, "train_nll": 0.')  # and a torn line, as a kill mid-append leaves
+    # A damaged line elsewhere is refused before anything is written.
+    good = (out / "metrics.jsonl").read_text()
+    (out / "metrics.jsonl").write_text("oops\n" + good)
+    from test_bad_input import digest
+
+    before = digest(out)
+    with pytest.raises(VitlensError, match="line 1"):
+        Trainer(cfg, out, resume=True, quiet=True).run()
+    assert digest(out) == before, "a refused resume writes nothing"
+    (out / "metrics.jsonl").write_text(good)
+    capsys.readouterr()
+    Trainer(cfg, out, resume=True, quiet=True).run()
+    err = capsys.readouterr().err
+    assert "dropped a torn last line" in err and "dropped the rows of epochs [1]" in err
+    assert _same(_final_weights(out), reference)
+    rows = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [r["test_nll"] for r in rows] == [r["test_nll"] for r in ref_rows]

@@ -410,7 +410,10 @@ class Trainer:
         run.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if cfg.clip_grad:
-            nn.utils.clip_grad_norm_(run.model.parameters(), cfg.clip_grad)
+            norm = nn.utils.clip_grad_norm_(run.model.parameters(), cfg.clip_grad)
+            if not torch.isfinite(norm):  # clipping cannot repair it: the step would poison
+                what = f"the gradients became non-finite at {where}"
+                raise VitlensError(divergence_message(self.out, cfg, what))
         run.optimizer.step()
         return loss.item(), int((logits.argmax(1) == y).sum().item())
 

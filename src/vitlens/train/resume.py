@@ -128,7 +128,9 @@ def divergence_message(out: Path, cfg: TrainConfig, what: str) -> str:
     if record is not None:
         kept = (
             f"the last good checkpoint (step {record.get('step')}, all weights finite) is kept in "
-            f"{ckpt.parent}. Lower the learning rate (now {cfg.lr:g}) and continue: {command}"
+            f"{ckpt.parent}. Lower the learning rate (now {cfg.lr:g}) and continue: {command} "
+            "(if it diverges again, that checkpoint is already too far off: start a new run "
+            "with a lower --lr)"
         )
     else:
         kept = (
