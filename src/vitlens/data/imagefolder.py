@@ -71,6 +71,19 @@ def _resize_square(img: Image.Image, size: int) -> Image.Image:
     return img.crop((left, top, left + size, top + size))
 
 
+def _labelled_images(dirs: list[Path], classes: tuple[str, ...]) -> list[tuple[Path, int]]:
+    """(image file, class index) for every image in the class folders."""
+    paths: list[tuple[Path, int]] = []
+    for d in dirs:
+        label = classes.index(d.name)
+        paths += [
+            (p, label)
+            for p in sorted(d.iterdir())
+            if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS
+        ]
+    return paths
+
+
 def _decode(p: Path) -> Image.Image:
     """One image, fully decoded; a clear error for unreadable files and decompression bombs."""
     try:
@@ -116,14 +129,7 @@ def read_image_folder(
             f"{folder} has class folders {unknown} that the training split lacks; "
             f"the classes are {list(classes)}."
         )
-    paths: list[tuple[Path, int]] = []
-    for d in dirs:
-        label = classes.index(d.name)
-        paths += [
-            (p, label)
-            for p in sorted(d.iterdir())
-            if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS
-        ]
+    paths = _labelled_images(dirs, classes)
     if not paths:
         raise VitlensError(
             f"no images in {folder}/<class>/ (looked for {', '.join(IMAGE_EXTENSIONS)})."
