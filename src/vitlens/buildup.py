@@ -22,8 +22,9 @@ from typing import Any, ClassVar
 import torch
 
 from vitlens.analysis.result import Provenance, Result
+from vitlens.atomic import write_text as atomic_write_text
 from vitlens.errors import ConfigError
-from vitlens.train.checkpoint import atomic_write_text
+from vitlens.locks import holding_lock
 
 VALIDATION_FRACTION = 0.1  # share of each class of the training set held out for deciding
 _VALIDATION_SALT = 0x56414C  # separates the validation draw from the training-fraction draw
@@ -177,6 +178,7 @@ def _train_candidate(
     }
 
 
+@holding_lock("out", "buildup folder")
 def buildup(
     out: str | Path,
     *,

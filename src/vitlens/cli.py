@@ -41,6 +41,7 @@ def models_command(
     from vitlens.models import MODELS, count_parameters, create_model, list_models
     from vitlens.models.flops import forward_flops
 
+    _at_least(1, image_size=image_size, num_classes=num_classes)
     names = list_models(pattern)
     if not names:
         raise VitlensError(f"no model matches {pattern!r}; registered: {', '.join(MODELS)}")
@@ -99,62 +100,15 @@ def train_command(
     quiet: bool = typer.Option(False, help="No progress bars."),
 ) -> None:
     """Train MODEL with the paper's recipe (or a quick one) and keep a resumable run folder."""
-    import datetime
+    options = dict(locals())  # the options, by name; the config fields among them pass on
+    from vitlens.config import config_field_names, parse_model_args
+    from vitlens.train.launch import train
 
-    import yaml
-
-    from vitlens.config import config_from_dict, load_config_file, make_config
-    from vitlens.train import Trainer
-
-    options = dict(
-        model=model,
-        dataset=dataset,
-        epochs=epochs,
-        batch_size=batch_size,
-        lr=lr,
-        fraction=fraction,
-        augment=augment,
-        image_size=image_size,
-        init=init,
-        freeze=freeze,
-        snapshot_every=snapshot_every,
-        checkpoint_every=checkpoint_every,
-        seed=seed,
-        device=device,
-        data_dir=data_dir,
-        download=download,
-        workers=workers,
+    fields = {k: v for k, v in options.items() if k in config_field_names() and k != "model"}
+    fields["model_args"] = parse_model_args(model_arg) if model_arg else None
+    cfg, result, out = train(
+        model, out=out, resume=resume, quiet=quiet, preset=preset, config_file=config, **fields
     )
-    if model_arg:
-        args = {}
-        for item in model_arg:
-            key, sep, value = item.partition("=")
-            if not sep or not key:
-                raise VitlensError(f"--model-arg needs KEY=VALUE, got {item!r}")
-            args[key] = yaml.safe_load(value)
-        options["model_args"] = args
-    if resume:
-        if out is None:
-            raise VitlensError("--resume needs --out, the run folder to continue")
-        saved = out / "config.yaml"
-        if not saved.exists():
-            raise VitlensError(f"cannot resume: {saved} does not exist")
-        base = config_from_dict(load_config_file(saved)).to_dict()
-        if base["model"] != model:
-            raise VitlensError(f"{out} trains {base['model']}, not {model}")
-        base.update({k: v for k, v in options.items() if v is not None})
-        cfg = config_from_dict(base)
-    else:
-        file_values = load_config_file(config) if config else {}
-        cfg = make_config(
-            preset, **{**file_values, **{k: v for k, v in options.items() if v is not None}}
-        )
-    if out is None:
-        stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
-        out = (
-            Path("runs") / f"{cfg.model}-{cfg.dataset.replace(':', '_').replace('/', '_')}-{stamp}"
-        )
-    result = Trainer(cfg, out, resume=resume, quiet=quiet).run()
     if result:
         console.print(
             f"[bold]{cfg.model}[/] on {cfg.dataset}: test acc {result['test_acc']:.4f}, "
@@ -173,9 +127,7 @@ def eval_command(
     json_out: Path = typer.Option(None, "--json", help="Also write the metrics to this JSON file."),
 ) -> None:
     """Accuracy, NLL, ECE and confident accuracy of a trained model on a dataset split."""
-    import json
-
-    from vitlens.train.checkpoint import atomic_write_text
+    from vitlens.atomic import write_json
     from vitlens.train.evaluation import evaluate_checkpoint
 
     metrics = evaluate_checkpoint(
@@ -193,7 +145,7 @@ def eval_command(
         table.add_row(key, f"{value:.4f}" if isinstance(value, float) else str(value))
     console.print(table)
     if json_out is not None:
-        atomic_write_text(json_out, json.dumps(metrics, indent=1))
+        write_json(json_out, metrics)
 
 
 class _AnalysesHelp(typer.core.TyperCommand):
@@ -249,27 +201,32 @@ def analyze_command(
     from vitlens import distributed as dist
     from vitlens.analysis.registry import get_analysis
     from vitlens.analysis.runner import parse_options, run_analysis
+    from vitlens.locks import folder_lock
     from vitlens.report.figures import draw
 
     spec = get_analysis(analysis)
-    result = run_analysis(
-        analysis,
-        checkpoint,
-        batches=batches,
-        batch_size=batch_size,
-        dataset=dataset,
-        data_dir=data_dir,
-        device=device,
-        seed=seed,
-        progress=not quiet,
-        options=parse_options(spec, set_ or []),
-        other=other,
-    )
-    if not dist.is_main():
-        return
+    options = parse_options(spec, set_ or [])
+    _at_least(1, batches=batches, batch_size=batch_size)
+    _at_least(0, seed=seed)
     folder = out or (checkpoint if checkpoint.is_dir() else checkpoint.parent.parent) / "analysis"
-    path = result.save(folder / f"{analysis}.json")
-    figures = draw([result], folder)
+    with folder_lock(folder, "analysis folder"):  # rank 0 only; one writer at a time
+        result = run_analysis(
+            analysis,
+            checkpoint,
+            batches=batches,
+            batch_size=batch_size,
+            dataset=dataset,
+            data_dir=data_dir,
+            device=device,
+            seed=seed,
+            progress=not quiet,
+            options=options,
+            other=other,
+        )
+        if not dist.is_main():
+            return
+        path = result.save(folder / f"{analysis}.json")
+        figures = draw([result], folder)
     console.print(f"{analysis}: {path}" + "".join(f"\n  figure: {f}" for f in figures))
 
 
@@ -310,9 +267,10 @@ def study_command(
     import datetime
 
     from vitlens import distributed as dist
+    from vitlens.device import resolve_device
     from vitlens.study import Study, StudyPlan, runs_overrides
-    from vitlens.train.loop import resolve_device
 
+    _at_least(0, seed=seed)
     # Under torchrun, join the process group before any rank touches the study folder.
     dist.init(resolve_device(device or "auto"))
     overrides = dict(
@@ -372,6 +330,8 @@ def buildup_command(
     """The AlterNet build-up rule as a search: add MSA blocks at stage ends while they help."""
     from vitlens.buildup import buildup
 
+    _at_least(1, epochs=epochs, max_candidates=max_candidates)
+    _at_least(0, seed=seed)
     result = buildup(
         out,
         base=base,
@@ -389,6 +349,14 @@ def buildup_command(
         f"chosen MSA layout {result.best_msa} (decided on {result.decided_on}): val acc "
         f"{result.best_accuracy:.4f}, test acc {result.best_test_accuracy:.4f} -> {out}"
     )
+
+
+def _at_least(minimum: int, **options: int | None) -> None:
+    """Refuse numeric options below `minimum` (None: not given), naming the option."""
+    for name, value in options.items():
+        if value is not None and value < minimum:
+            option = "--" + name.replace("_", "-")
+            raise VitlensError(f"{option} must be at least {minimum}, got {value}")
 
 
 def _meta():

@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
 import types
 import typing
 from dataclasses import dataclass, field, fields
@@ -78,7 +79,19 @@ class TrainConfig:
                 "device must be auto, cpu, cuda[:N] or mps",
             ),
             (self.ece_bins >= 1, "ece_bins must be positive"),
+            (self.seed >= 0, "seed must be >= 0"),
+            (self.image_size is None or self.image_size >= 1, "image_size must be positive"),
+            (math.isfinite(self.lr) and math.isfinite(self.min_lr), "lr must be a finite number"),
         ]
+        reserved = sorted(
+            set(self.model_args) & {"drop_path", "num_classes", "image_size", "in_chans"}
+        )
+        checks.append(
+            (
+                not reserved,
+                f"model_args may not set {reserved}: config fields or taken from the dataset",
+            )
+        )
         for ok, message in checks:
             if not ok:
                 raise ConfigError(f"bad config: {message}")
@@ -121,6 +134,20 @@ PRESETS: dict[str, dict[str, Any]] = {
         decay_exempt=False,  # the authors decay every parameter
     ),
 }
+
+
+def check_field_types(cls: type, values: dict[str, Any], where: str) -> None:
+    """Check that `values` are known fields of dataclass `cls` with values of the right type."""
+    known = {f.name for f in fields(cls)}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise ConfigError(f"{where}: unknown keys {unknown}; known keys: {sorted(known)}")
+    hints = typing.get_type_hints(cls)
+    for key, value in values.items():
+        try:
+            _check_type(key, value, hints[key])
+        except ConfigError as err:
+            raise ConfigError(f"{where}: {str(err).removeprefix('bad config: ')}") from None
 
 
 def _check_type(name: str, value: Any, hint: Any) -> None:
@@ -173,18 +200,27 @@ def make_config(preset: str = "quick", **overrides: Any) -> TrainConfig:
 
 
 def load_config_file(path: str | Path) -> dict[str, Any]:
-    """Read a YAML mapping of config overrides."""
+    """Read a YAML mapping of config overrides (string keys, UTF-8 text)."""
     path = Path(path)
     try:
-        data = yaml.safe_load(path.read_text())
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise ConfigError(f"config file {path} does not exist") from None
+    except IsADirectoryError:
+        raise ConfigError(f"config file {path} is a folder, not a YAML file") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"config file {path} is not UTF-8 text (a binary file?)") from None
     except yaml.YAMLError as err:
         raise ConfigError(f"config file {path} is not valid YAML: {err}") from None
+    except (OSError, ValueError) as err:  # unreadable, or YAML it cannot hold (NUL bytes)
+        raise ConfigError(f"config file {path} cannot be read: {err}") from None
     if data is None:
         return {}
     if not isinstance(data, dict):
         raise ConfigError(f"config file {path} must hold a mapping of keys to values")
+    bad = [k for k in data if not isinstance(k, str)]
+    if bad:
+        raise ConfigError(f"config file {path} has keys that are not names: {bad[:5]}")
     return data
 
 
@@ -195,6 +231,27 @@ def config_from_dict(data: dict[str, Any]) -> TrainConfig:
     if unknown:
         raise ConfigError(f"unknown config keys {unknown}")
     return TrainConfig(**data).validate()
+
+
+def config_field_names() -> set[str]:
+    """The names of TrainConfig's fields."""
+    return {f.name for f in fields(TrainConfig)}
+
+
+def parse_model_args(items: list[str]) -> dict[str, Any]:
+    """`--model-arg KEY=VALUE` items (VALUE read as YAML) as constructor overrides."""
+    args = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"--model-arg needs KEY=VALUE, got {item!r}")
+        try:
+            args[key.strip()] = yaml.safe_load(value)
+        except yaml.YAMLError as err:
+            raise ConfigError(
+                f"--model-arg {item!r}: the value is not valid YAML ({err})"
+            ) from None
+    return args
 
 
 def dump_yaml(config: TrainConfig) -> str:

@@ -67,6 +67,8 @@ class StudyFolder:
             ) from None
         except (json.JSONDecodeError, UnicodeDecodeError) as err:
             raise VitlensError(f"{self.root}/study.json or steps.json is corrupt: {err}") from None
-        if not isinstance(plan, dict) or not isinstance(steps, dict):
-            raise VitlensError(f"{self.root}/study.json and steps.json must hold JSON objects")
+        if not isinstance(plan, dict):
+            raise VitlensError(f"{self.plan_file} must hold a JSON mapping of plan fields")
+        if not isinstance(steps, dict) or not all(isinstance(v, dict) for v in steps.values()):
+            raise VitlensError(f"{self.steps_file} is damaged: not a mapping of step records")
         return plan, steps

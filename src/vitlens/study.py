@@ -17,10 +17,13 @@ from pathlib import Path
 from typing import Any
 
 from vitlens import distributed as dist
+from vitlens.atomic import visible_entries
+from vitlens.atomic import write_text as atomic_write_text
+from vitlens.config import check_field_types
 from vitlens.errors import ConfigError, UnknownNameError, VitlensError
 from vitlens.folders import StudyFolder
+from vitlens.locks import folder_lock
 from vitlens.presets import NANO, STUDY_PRESETS
-from vitlens.train.checkpoint import atomic_write_text
 
 
 def _all_analyses() -> list[str]:
@@ -89,11 +92,12 @@ class StudyPlan:
         """The plan saved as `study.json`; keys of older plans (such as `landscape_steps`)
         become analysis options."""
         known = {f.name for f in dataclasses.fields(StudyPlan)}
-        try:
-            plan = StudyPlan(**{k: v for k, v in data.items() if k in known})
-        except TypeError as err:
-            raise VitlensError(f"{where} does not describe a study: {err}") from None
-        return plan.with_overrides(**{k: v for k, v in data.items() if k not in known})
+        fields_ = {k: v for k, v in data.items() if k in known}
+        legacy = {k: v for k, v in data.items() if k not in known}
+        for key in legacy:
+            _analysis_option(key)  # an analysis option, or a clear error naming the key
+        check_field_types(StudyPlan, fields_, str(where))
+        return StudyPlan(**fields_).with_overrides(**legacy)
 
     def with_overrides(self, **overrides: Any) -> StudyPlan:
         """A copy with `overrides` applied (None values are ignored), validated."""
@@ -254,7 +258,9 @@ class Study:
         study = Study(folder, plan, quiet=quiet)
         root = study.folder.root
         if dist.is_main():
-            if root.exists() and any(root.iterdir()):
+            study.lock = folder_lock(root, "study folder").acquire()  # released at exit
+            if visible_entries(root):
+                study.lock.release()
                 raise VitlensError(
                     f"{root} already exists and is not empty; use `vitlens study --resume "
                     f"{root}` to continue it or choose another --out (nothing was overwritten)"
@@ -272,6 +278,8 @@ class Study:
         plan = StudyPlan.from_json(data, where=where.plan_file)
         study = Study(folder, plan.with_overrides(**overrides), quiet=quiet)
         study.steps = steps
+        if dist.is_main():
+            study.lock = folder_lock(folder, "study folder").acquire()  # released at exit
         return study
 
     # -- running -----------------------------------------------------------------------------

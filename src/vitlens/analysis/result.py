@@ -12,12 +12,12 @@ import dataclasses
 import datetime
 import importlib
 import json
-import os
 import platform
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
+from vitlens.atomic import write_json
 from vitlens.errors import VitlensError
 
 _REGISTRY: dict[str, type[Result]] = {}
@@ -77,16 +77,13 @@ class Result:
 
     def save(self, path: str | Path) -> Path:
         """Write as JSON to `path` atomically (temporary file, then rename)."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-        tmp.write_text(json.dumps(self.to_dict(), indent=1, allow_nan=True))
-        os.replace(tmp, path)
-        return path
+        return write_json(path, self.to_dict(), indent=1)
 
 
 def result_from_dict(data: dict[str, Any]) -> Result:
     """Rebuild a Result of the right class from `Result.to_dict()` output."""
+    if not isinstance(data, dict):
+        raise VitlensError(f"a Result is a JSON mapping, not a {type(data).__name__}")
     name = data.get("analysis")
     if name not in _REGISTRY:
         from vitlens.analysis.registry import load_builtin
@@ -102,7 +99,12 @@ def result_from_dict(data: dict[str, Any]) -> Result:
             f"{name} result has schema {data.get('schema')}, this vitlens reads {cls.schema}"
         )
     body = {k: v for k, v in data.items() if k not in ("analysis", "schema")}
-    body["provenance"] = Provenance(**body.get("provenance", {}))
+    provenance = body.get("provenance", {})
+    known = {f.name for f in dataclasses.fields(Provenance)}
+    if not isinstance(provenance, dict) or set(provenance) - known:
+        extra = sorted(set(provenance) - known) if isinstance(provenance, dict) else provenance
+        raise VitlensError(f"{name} result has a bad provenance ({extra!r:.80})")
+    body["provenance"] = Provenance(**provenance)
     names = {f.name for f in dataclasses.fields(cls)}
     unknown = set(body) - names
     if unknown:
@@ -117,6 +119,9 @@ def load_result(path: str | Path) -> Result:
         data = json.loads(path.read_text())
     except FileNotFoundError:
         raise VitlensError(f"no result at {path}") from None
-    except json.JSONDecodeError as err:
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise VitlensError(f"{path} is not a JSON result: {err}") from None
-    return result_from_dict(data)
+    try:
+        return result_from_dict(data)
+    except (VitlensError, TypeError) as err:  # TypeError: a field of the wrong kind
+        raise VitlensError(f"{path} is not a readable Result: {err}") from None

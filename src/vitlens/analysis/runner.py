@@ -224,7 +224,7 @@ def run_analysis(
         other: a second model, for CKA between two models or the landscape's interpolation.
     """
     from vitlens.analysis.registry import get_analysis
-    from vitlens.train.loop import resolve_device
+    from vitlens.device import resolve_device
 
     spec = get_analysis(name)
     dev = resolve_device(device)

@@ -29,6 +29,7 @@ from torch import nn
 from vitlens import distributed as dist
 from vitlens.analysis.result import Provenance
 from vitlens.anatomy import Block, describe, tapping
+from vitlens.device import resolve_device  # noqa: F401  (re-exported for the analyses)
 from vitlens.errors import VitlensError
 
 Batch = tuple[torch.Tensor, torch.Tensor]
@@ -39,17 +40,6 @@ class _RateColumn(ProgressColumn):
 
     def render(self, task: Task) -> Text:
         return Text("" if task.speed is None else f"{task.speed:.2f} batch/s", style="cyan")
-
-
-def resolve_device(device: str | torch.device) -> torch.device:
-    """`auto` picks CUDA, then MPS, then CPU (DESIGN.md §5); anything else is passed to torch."""
-    if str(device) == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        if torch.backends.mps.is_available():
-            return torch.device("mps")
-        return torch.device("cpu")
-    return torch.device(device)
 
 
 def float64_device(device: torch.device) -> torch.device:

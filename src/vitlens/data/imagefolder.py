@@ -9,6 +9,7 @@ datasets this package trains on, not for ImageNet.
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -70,6 +71,36 @@ def _resize_square(img: Image.Image, size: int) -> Image.Image:
     return img.crop((left, top, left + size, top + size))
 
 
+def _labelled_images(dirs: list[Path], classes: tuple[str, ...]) -> list[tuple[Path, int]]:
+    """(image file, class index) for every image in the class folders."""
+    paths: list[tuple[Path, int]] = []
+    for d in dirs:
+        label = classes.index(d.name)
+        paths += [
+            (p, label)
+            for p in sorted(d.iterdir())
+            if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS
+        ]
+    return paths
+
+
+def _decode(p: Path) -> Image.Image:
+    """One image, fully decoded; a clear error for unreadable files and decompression bombs."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)  # half a bomb
+            with Image.open(p) as im:
+                im.load()
+                return im
+    except (UnidentifiedImageError, OSError) as e:
+        raise VitlensError(f"cannot read image {p} ({e}); remove or replace it.") from e
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
+        raise VitlensError(
+            f"image {p} declares more pixels than PIL decodes safely ({e}); it may be a "
+            "decompression bomb: remove it or shrink it."
+        ) from None
+
+
 def read_image_folder(
     folder: Path, *, image_size: int | None = None, classes: tuple[str, ...] | None = None
 ) -> tuple[torch.Tensor, torch.Tensor, tuple[str, ...]]:
@@ -98,27 +129,13 @@ def read_image_folder(
             f"{folder} has class folders {unknown} that the training split lacks; "
             f"the classes are {list(classes)}."
         )
-    paths: list[tuple[Path, int]] = []
-    for d in dirs:
-        label = classes.index(d.name)
-        paths += [
-            (p, label)
-            for p in sorted(d.iterdir())
-            if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS
-        ]
+    paths = _labelled_images(dirs, classes)
     if not paths:
         raise VitlensError(
             f"no images in {folder}/<class>/ (looked for {', '.join(IMAGE_EXTENSIONS)})."
         )
 
-    images: list[Image.Image] = []
-    for p, _ in paths:
-        try:
-            with Image.open(p) as im:
-                im.load()
-                images.append(im)
-        except (UnidentifiedImageError, OSError) as e:
-            raise VitlensError(f"cannot read image {p} ({e}); remove or replace it.") from e
+    images = [_decode(p) for p, _ in paths]
     gray = all(im.mode in _GRAY_MODES for im in images)
     mode = "L" if gray else "RGB"
 
@@ -174,6 +191,11 @@ def load_image_folder(
     train_x, train_y, classes = read_image_folder(
         split_folder(root, "train"), image_size=image_size
     )
+    if len(classes) < 2:
+        raise VitlensError(
+            f"{split_folder(root, 'train')} has a single class ({classes[0]!r}); a classifier "
+            "needs at least two class sub-folders."
+        )
     mean, std = channel_stats(train_x)
     info = DatasetInfo(
         name=f"imagefolder:{root}",

@@ -130,13 +130,62 @@ def create_model(
             f"{name} ({spec.family.__name__}) does not take {unknown}; "
             f"it takes {sorted(k for k in accepted if k != 'self')}"
         )
+    check_model_args(name, kwargs)
     try:
         model = spec.family(**kwargs)
-    except (ValueError, TypeError) as err:
+    except (ValueError, TypeError, ZeroDivisionError, RuntimeError) as err:
         raise ConfigError(f"cannot build {name} with {overrides or 'defaults'}: {err}") from err
     model.vitlens_name = name
     model.vitlens_config = kwargs
     return model
+
+
+# Sizes that must be positive (each element, for per-stage tuples); None means "not used".
+_POSITIVE = (
+    "image_size",
+    "patch_size",
+    "stride",
+    "in_chans",
+    "num_classes",
+    "dim",
+    "base_dim",
+    "depth",
+    "depths",
+    "heads",
+    "widths",
+    "mlp_dim",
+    "head_dim",
+    "window",
+    "local_window",
+    "mlp_ratio",
+)
+
+
+def check_model_args(name: str, kwargs: dict[str, Any]) -> None:
+    """Refuse sizes of zero or below and drop_path outside [0, 1), naming the argument.
+
+    Raises:
+        ConfigError: naming the argument and its value.
+    """
+    for key in _POSITIVE:
+        value = kwargs.get(key)
+        if value is None:
+            continue
+        items = list(value) if isinstance(value, (list, tuple)) else [value]
+        ok = all(
+            isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0 for v in items
+        ) and (bool(items) or key not in ("depths", "heads", "widths"))
+        if not ok:
+            raise ConfigError(
+                f"cannot build {name}: {key} = {value!r}; it must be a positive number"
+                + (" for every stage" if isinstance(value, (list, tuple)) else "")
+            )
+    msa = kwargs.get("msa")
+    if msa is not None and not all(isinstance(v, int) and v >= 0 for v in msa):
+        raise ConfigError(f"cannot build {name}: msa = {msa!r}; MSA counts must be >= 0")
+    drop = kwargs.get("drop_path", 0.0)
+    if not isinstance(drop, (int, float)) or isinstance(drop, bool) or not 0 <= drop < 1:
+        raise ConfigError(f"cannot build {name}: drop_path = {drop!r}; it must be in [0, 1)")
 
 
 def count_parameters(model: nn.Module) -> int:

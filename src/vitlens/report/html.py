@@ -17,9 +17,9 @@ from typing import Any
 
 from vitlens.analysis.claim import StudyView
 from vitlens.analysis.result import Result, load_result
+from vitlens.atomic import write_text as atomic_write_text
 from vitlens.folders import StudyFolder
 from vitlens.report.claims import evaluate_claims
-from vitlens.train.checkpoint import atomic_write_text
 
 # The introduction of each of the paper's three questions (`vitlens.analysis.spec.SECTIONS`).
 INTROS = {

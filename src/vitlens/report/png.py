@@ -2,17 +2,13 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 from matplotlib.figure import Figure
 
+from vitlens.atomic import write_png
+
 
 def save_png(fig: Figure, path: str | Path) -> Path:
     """Write `fig` as a PNG to `path` atomically; returns the path."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    fig.savefig(tmp, format="png", dpi=120)
-    os.replace(tmp, path)
-    return path
+    return write_png(fig, path, dpi=120)

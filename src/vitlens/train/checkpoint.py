@@ -1,9 +1,14 @@
 """Checkpoints: weights and optimizer state as safetensors, run state as JSON, written atomically.
 
-A checkpoint `TAG` in a folder is three files: `TAG.model.safetensors`, `TAG.optim.safetensors`
-and `TAG.json`. The JSON is written last and records the SHA-256 of both tensor files, so a
-checkpoint is either complete and verified or refused with a clear error; every file goes to a
-temporary name first and is renamed into place. No pickles are ever read.
+A checkpoint `TAG` in a folder is a record `TAG.json` and the tensor files it names: the weights
+(`*.model.safetensors`) and, while training, the optimizer state (`*.optim.safetensors`). The
+record is written last and holds the SHA-256 of both tensor files, so a checkpoint is either
+complete and verified or refused with a clear error. No pickles are ever read.
+
+With `generations=True` (the training loop's `last` checkpoint) each save writes its tensor files
+under new names (`TAG-000007.model.safetensors`), then switches the record to them with one
+atomic rename, then removes the previous generation: at every instant, whatever interrupts the
+write (a kill, a full disk), one complete, verified checkpoint exists.
 """
 
 from __future__ import annotations
@@ -11,15 +16,16 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
-import os
+import re
 from pathlib import Path
 from typing import Any
 
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 from torch import nn
 
+from vitlens.atomic import remove_temporaries, write_error, write_safetensors, write_text
 from vitlens.errors import VitlensError
 
 FORMAT = "vitlens-checkpoint/1"
@@ -29,25 +35,9 @@ class CheckpointError(VitlensError):
     """A checkpoint that is missing, truncated, corrupt, or of another model."""
 
 
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    atomic_write_bytes(path, text.encode())
-
-
 def _atomic_save_tensors(path: Path, tensors: dict[str, torch.Tensor], meta: dict[str, str]) -> str:
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, str(tmp), meta)
-    digest = _sha256(tmp)
-    os.replace(tmp, path)
-    return digest
+    write_safetensors(path, tensors, meta)
+    return _sha256(path)
 
 
 def _sha256(path: Path) -> str:
@@ -85,42 +75,119 @@ def save_checkpoint(
     model: nn.Module,
     optimizer: torch.optim.Optimizer | None,
     state: dict[str, Any],
+    *,
+    generations: bool = False,
 ) -> Path:
-    """Write checkpoint `tag` into `folder`; returns the path of its JSON."""
+    """Write checkpoint `tag` into `folder`; returns the path of its JSON record.
+
+    With `generations`, the tensor files get new names and the previous generation is removed
+    only after the record points at the new one.
+    """
+    folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
+    stem = f"{tag}-{_next_generation(folder, tag):06d}" if generations else tag
     meta = {"format": FORMAT}
     record: dict[str, Any] = dict(state)
     record["format"] = FORMAT
-    record["model_file"] = f"{tag}.model.safetensors"
+    record["model_file"] = f"{stem}.model.safetensors"
     record["model_sha256"] = _atomic_save_tensors(
         folder / record["model_file"], model.state_dict(), meta
     )
     if optimizer is not None:
         tensors, groups = optimizer_tensors(optimizer)
-        record["optim_file"] = f"{tag}.optim.safetensors"
+        record["optim_file"] = f"{stem}.optim.safetensors"
         record["optim_sha256"] = _atomic_save_tensors(folder / record["optim_file"], tensors, meta)
         record["optim_groups"] = groups
     record["torch_rng"] = base64.b64encode(torch.get_rng_state().numpy().tobytes()).decode()
     path = folder / f"{tag}.json"
-    atomic_write_text(path, json.dumps(record, indent=1))
+    write_text(path, json.dumps(record, indent=1))  # the switch to the new generation
+    if generations:
+        _remove_other_generations(
+            folder, tag, keep={record["model_file"], record.get("optim_file")}
+        )
     return path
 
 
-def read_checkpoint(json_path: Path) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
-    """The checkpoint's record and model tensors, verified against their recorded hashes."""
+def _generation_files(folder: Path, tag: str) -> dict[Path, int]:
+    pattern = re.compile(rf"^{re.escape(tag)}-(\d+)\.(model|optim)\.safetensors$")
+    found = {}
+    for p in folder.iterdir():
+        match = pattern.match(p.name)
+        if match:
+            found[p] = int(match.group(1))
+    return found
+
+
+def _next_generation(folder: Path, tag: str) -> int:
+    """One more than any generation in the folder, so no write touches a file in use."""
+    return max(_generation_files(folder, tag).values(), default=0) + 1
+
+
+def _remove_other_generations(folder: Path, tag: str, keep: set) -> None:
+    stale = [p for p in _generation_files(folder, tag) if p.name not in keep]
+    stale += [folder / f"{tag}.model.safetensors", folder / f"{tag}.optim.safetensors"]
+    for p in stale:  # older generations, files of an interrupted save, the pre-generation names
+        if p.exists():
+            try:
+                p.unlink(missing_ok=True)
+            except OSError as err:
+                raise write_error(p, err) from None
+    remove_temporaries(folder)
+
+
+def tidy_generations(folder: Path, tag: str) -> None:
+    """Remove what an interrupted save of `tag` left (generations its record does not name).
+
+    Nothing is removed unless the record is a valid checkpoint record.
+    """
+    path = Path(folder) / f"{tag}.json"
+    if not path.exists():
+        return
+    record = read_record(path)
+    _remove_other_generations(folder, tag, keep={record["model_file"], record.get("optim_file")})
+
+
+RECORD_KEYS = {"model_file": str, "model_sha256": str}
+
+
+def read_record(json_path: Path) -> dict[str, Any]:
+    """A checkpoint record, checked to be one (not its tensor files)."""
     try:
         record = json.loads(Path(json_path).read_text())
     except FileNotFoundError:
         raise CheckpointError(f"no checkpoint at {json_path}") from None
+    except IsADirectoryError:
+        raise CheckpointError(f"{json_path} is a folder, not a checkpoint record") from None
     except (json.JSONDecodeError, UnicodeDecodeError):
         raise CheckpointError(f"checkpoint record {json_path} is corrupt (not JSON)") from None
     if not isinstance(record, dict) or record.get("format") != FORMAT:
         raise CheckpointError(f"{json_path} is not a vitlens checkpoint record")
+    for key in ("model_file", "model_sha256", "optim_file", "optim_sha256"):
+        value = record.get(key)
+        if (key in RECORD_KEYS or value is not None) and not _plain_name(value, key):
+            raise CheckpointError(
+                f"checkpoint record {json_path} is damaged or hand-edited: {key} is "
+                f"{'missing' if value is None else repr(value)}; use another checkpoint or retrain"
+            )
+    return record
+
+
+def _plain_name(value: Any, key: str) -> bool:
+    if not isinstance(value, str) or not value:
+        return False
+    return key.endswith("sha256") or Path(value).name == value  # a file beside the record
+
+
+def read_checkpoint(json_path: Path) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
+    """The checkpoint's record and model tensors, verified against their recorded hashes."""
+    record = read_record(json_path)
     weights = _load_verified(Path(json_path).parent / record["model_file"], record["model_sha256"])
     return record, weights
 
 
 def read_optimizer(json_path: Path, record: dict[str, Any]) -> dict[str, torch.Tensor]:
+    if not record.get("optim_file"):
+        raise CheckpointError(f"{json_path} holds no optimizer state (a final checkpoint?)")
     return _load_verified(Path(json_path).parent / record["optim_file"], record["optim_sha256"])
 
 

@@ -5,8 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from vitlens.device import resolve_device
 from vitlens.errors import VitlensError
-from vitlens.train.loop import evaluate, resolve_device
+from vitlens.train.loop import evaluate
 from vitlens.train.runs import load_model
 
 
@@ -24,6 +25,8 @@ def evaluate_checkpoint(
 
     if split not in ("train", "test"):
         raise VitlensError(f"split must be 'train' or 'test', got {split!r}")
+    if batch_size < 1:
+        raise VitlensError(f"--batch-size must be at least 1, got {batch_size}")
     dev = resolve_device(device)
     model, record = load_model(checkpoint, dev)
     spec = record["model_spec"]

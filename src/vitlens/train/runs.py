@@ -7,6 +7,7 @@ a checkpoint is asked for, a run folder can stand in: its final (else last) chec
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -32,15 +33,24 @@ def resolve_checkpoint(path: str | Path) -> Path:
         if not path.exists():
             raise CheckpointError(f"no checkpoint at {path}")
         return path
-    if path.name.endswith(".model.safetensors"):
-        return path.with_name(path.name.replace(".model.safetensors", ".json"))
+    if path.name.endswith(".model.safetensors"):  # TAG.model... or a generation TAG-000007.model...
+        tag = re.sub(r"-\d+$", "", path.name.removesuffix(".model.safetensors"))
+        return path.with_name(f"{tag}.json")
     raise CheckpointError(f"{path} is neither a run folder nor a checkpoint .json")
 
 
 def build_model_from_record(record: dict[str, Any]) -> nn.Module:
     from vitlens.models import create_model
 
-    spec = record["model_spec"]
+    spec = record.get("model_spec")
+    keys = ("name", "num_classes", "image_size", "in_chans")
+    if not isinstance(spec, dict) or not all(k in spec for k in keys):
+        raise CheckpointError(
+            f"the checkpoint record's model_spec is missing or incomplete ({spec!r:.80}); "
+            "it is damaged or hand-edited"
+        )
+    if not isinstance(spec.get("args", {}), dict):
+        raise CheckpointError("the checkpoint record's model_spec.args is not a mapping")
     return create_model(
         spec["name"],
         num_classes=spec["num_classes"],
