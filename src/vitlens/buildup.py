@@ -50,6 +50,7 @@ def buildup(
     max_candidates: int = 6,
     seed: int = 0,
     device: str = "auto",
+    precision: str = "auto",
     data_dir: str | None = None,
     quiet: bool = False,
 ) -> BuildupResult:
@@ -82,6 +83,7 @@ def buildup(
                 fraction=fraction,
                 seed=seed,
                 device=device,
+                precision=precision,
                 data_dir=data_dir,
             )
             resume = (run / "checkpoints" / "last.json").exists()

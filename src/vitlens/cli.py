@@ -86,6 +86,9 @@ def train_command(
     checkpoint_every: int = typer.Option(None, help="Also checkpoint every N steps."),
     seed: int = typer.Option(None, help="Seed for every random choice of the run."),
     device: str = typer.Option(None, help="auto, cpu, cuda or mps."),
+    precision: str = typer.Option(
+        None, help="auto (bf16 where native and faster for the model), fp32 or bf16."
+    ),
     data_dir: str = typer.Option(None, help="Where datasets are found or downloaded."),
     download: bool = typer.Option(None, help="Download missing datasets."),
     workers: int = typer.Option(None, help="Data-loading worker processes."),
@@ -120,6 +123,7 @@ def train_command(
         checkpoint_every=checkpoint_every,
         seed=seed,
         device=device,
+        precision=precision,
         data_dir=data_dir,
         download=download,
         workers=workers,
@@ -262,6 +266,9 @@ def study_command(
     only: str = typer.Option(None, help="Run only these analyses (comma-separated)."),
     seed: int = typer.Option(None, help="Seed of the whole study."),
     device: str = typer.Option(None, help="auto, cpu, cuda or mps."),
+    precision: str = typer.Option(
+        None, help="auto (bf16 where native and faster for the model), fp32 or bf16."
+    ),
     data_dir: str = typer.Option(None, help="Where datasets are found."),
     quiet: bool = typer.Option(False, help="No progress bars."),
 ) -> None:
@@ -282,6 +289,7 @@ def study_command(
         analyses=only.split(",") if only else None,
         seed=seed,
         device=device,
+        precision=precision,
         data_dir=data_dir,
     )
     if resume is not None:
@@ -317,6 +325,9 @@ def buildup_command(
     max_candidates: int = typer.Option(6, help="Stop after training this many candidates."),
     seed: int = typer.Option(0, help="Seed of every candidate's training."),
     device: str = typer.Option("auto", help="auto, cpu, cuda or mps."),
+    precision: str = typer.Option(
+        "auto", help="auto (bf16 where native and faster for the model), fp32 or bf16."
+    ),
     data_dir: str = typer.Option(None, help="Where datasets are found."),
     quiet: bool = typer.Option(False, help="No progress bars."),
 ) -> None:
@@ -332,6 +343,7 @@ def buildup_command(
         max_candidates=max_candidates,
         seed=seed,
         device=device,
+        precision=precision,
         data_dir=data_dir,
         quiet=quiet,
     )

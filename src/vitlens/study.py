@@ -101,6 +101,7 @@ class StudyPlan:
     seed: int = 0
     data_dir: str | None = None
     device: str = "auto"
+    precision: str = "auto"  # auto, fp32 or bf16 (vitlens.train.precision)
 
     @staticmethod
     def from_preset(preset: str, **overrides: Any) -> StudyPlan:
@@ -130,6 +131,8 @@ class StudyPlan:
             raise ConfigError("fraction must be in (0, 1]")
         if self.epochs < 1:
             raise ConfigError("epochs must be at least 1")
+        if self.precision not in ("auto", "fp32", "bf16"):
+            raise ConfigError(f"precision {self.precision!r}: choose from auto, fp32, bf16")
 
 
 class Study:
@@ -241,6 +244,7 @@ class Study:
             seed=p.seed,
             data_dir=p.data_dir,
             device=p.device,
+            precision=p.precision,
             snapshot_every=1,
         )
         resume = (out / "checkpoints" / "last.json").exists()

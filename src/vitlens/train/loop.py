@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import math
 import time
-from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +33,7 @@ from vitlens.train.checkpoint import (
     save_checkpoint,
 )
 from vitlens.train.metrics import MetricSums, soft_cross_entropy
+from vitlens.train.precision import resolve_for_run
 from vitlens.train.schedule import warmup_cosine
 
 
@@ -196,9 +196,17 @@ class Trainer:
         mixer = (
             BatchMixer(info.num_classes, label_smoothing=cfg.label_smoothing) if cfg.mixup else None
         )
-        autocast = (
-            torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else nullcontext()
+        precision = resolve_for_run(
+            cfg,
+            model,
+            device,
+            self.out,
+            resume=self.resume,
+            input_shape=(cfg.batch_size // world, info.in_chans, size, size),
+            num_classes=info.num_classes,
+            model_spec=spec,
         )
+        autocast = precision.autocast()  # the forward only: weights, AdamW and loss stay fp32
         writer = None
         if dist.is_main():
             self.out.mkdir(parents=True, exist_ok=True)
@@ -214,6 +222,7 @@ class Trainer:
             "steps_per_epoch": steps_per_epoch,
             "vitlens": __version__,
             "torch": torch.__version__,
+            "precision": precision.mode,
         }
         if cfg.snapshot_every and dist.is_main() and start_epoch == 0 and start_batch == 0:
             _save_snapshot(self.out, model, 0)
@@ -302,6 +311,7 @@ class Trainer:
                     "train_samples": int(sums[0].item()),
                     "train_seconds": train_time,
                     "images_per_second": sums[0].item() / train_time,
+                    "precision": precision.mode,
                     **{f"test_{k}": v for k, v in metrics.items()},
                 }
                 history.append(row)
