@@ -73,21 +73,24 @@ class Precision:
 
 def cpu_bf16_features() -> list[str]:
     """The native-bf16 features of this CPU: /proc/cpuinfo flags, or torch's own cpuinfo."""
-    found: set[str] = set()
     try:
-        text = Path("/proc/cpuinfo").read_text()
+        found = bf16_flags(Path("/proc/cpuinfo").read_text())
     except OSError:
-        text = ""
-    for line in text.splitlines():
-        if line.startswith(("flags", "Features")):  # x86 / Arm
-            found.update(f for f in line.partition(":")[2].split() if f in _CPU_FLAGS)
-            break
+        found = set()
     probes = {"avx512_bf16": "_is_avx512_bf16_supported", "amx_bf16": "_is_amx_tile_supported"}
     for flag, probe in probes.items():
         check = getattr(torch.cpu, probe, None)
         if check is not None and check():
             found.add(flag)
     return sorted(found)
+
+
+def bf16_flags(cpuinfo: str) -> set[str]:
+    """The native-bf16 flags in /proc/cpuinfo text (its first CPU's `flags` or `Features`)."""
+    for line in cpuinfo.splitlines():
+        if line.startswith(("flags", "Features")):  # x86 / Arm
+            return {f for f in line.partition(":")[2].split() if f in _CPU_FLAGS}
+    return set()
 
 
 def native_bf16(device: torch.device) -> tuple[bool, str]:
