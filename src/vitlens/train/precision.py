@@ -161,12 +161,15 @@ def time_modes(
     num_classes: int,
     warmup: int = PROBE_WARMUP,
     repeats: int = PROBE_REPEATS,
+    aliases: dict[str, str] | None = None,
 ) -> dict[str, float]:
     """Median seconds of one training step (forward, loss, backward, AdamW) in each mode.
 
     Runs on a copy of `model` with a fixed random batch; the modes take turns, so load on a
     busy machine hits each alike. The model and the global random state are left untouched.
+    `aliases` names extra entries that run another mode (a benchmark's "auto": "bf16").
     """
+    aliases = aliases or {}
     probe = copy.deepcopy(model).train()
     device = next(probe.parameters()).device
     params = [p for p in probe.parameters() if p.requires_grad]
@@ -180,7 +183,7 @@ def time_modes(
             for mode in modes[r % len(modes) :] + modes[: r % len(modes)]:
                 start = time.perf_counter()
                 optimizer.zero_grad(set_to_none=True)
-                with mode_context(mode, device):
+                with mode_context(aliases.get(mode, mode), device):
                     logits = probe(x)
                 F.cross_entropy(logits.float(), y).backward()
                 optimizer.step()
