@@ -180,3 +180,45 @@ def test_bf16_run_resumes_bit_exactly_in_its_recorded_precision(tmp_path, monkey
     assert [r["precision"] for r in rows] == ["bf16", "bf16"]
     ref_rows = [json.loads(x) for x in (ref / "metrics.jsonl").read_text().splitlines()]
     assert [r["train_nll"] for r in rows] == [r["train_nll"] for r in ref_rows]
+
+
+# -- on a GPU (benchmarks/gpu_check.py runs these; elsewhere they skip and say why) -----------
+
+NO_CUDA = "needs a CUDA device: run `python benchmarks/gpu_check.py` on a GPU machine"
+cuda = [pytest.mark.cuda, pytest.mark.skipif(not torch.cuda.is_available(), reason=NO_CUDA)]
+
+
+def on_cuda(test):
+    for mark in reversed(cuda):
+        test = mark(test)
+    return test
+
+
+@on_cuda
+def test_cuda_modes_and_probe():
+    device = torch.device("cuda")
+    assert P.native_bf16(device)[0] == torch.cuda.is_bf16_supported(including_emulation=False)
+    lin = torch.nn.Linear(16, 16).to(device)
+    x = torch.randn(4, 16, device=device)
+    with P.mode_context("bf16", device):
+        assert lin(x).dtype == torch.bfloat16
+    q = torch.randn(2, 2, 8, 16, device=device, dtype=torch.bfloat16)
+    with P.mode_context("bf16-fp32attn", device):
+        out = F.scaled_dot_product_attention(q, q, q)
+    exact = F.scaled_dot_product_attention(q.float(), q.float(), q.float())
+    assert out.dtype == torch.bfloat16 and torch.equal(out, exact.bfloat16())
+    model = create_model("resnet_nano", num_classes=10, in_chans=1, image_size=28).to(device)
+    seconds = P.time_modes(model, ["fp32", "bf16"], input_shape=(8, 1, 28, 28), num_classes=10)
+    assert set(seconds) == {"fp32", "bf16"}
+
+
+@on_cuda
+def test_cuda_auto_run_trains_in_bf16_with_fp32_master_weights(tmp_path):
+    out = tmp_path / "run"
+    cfg = make_config(**{**TINY, "device": "cuda", "epochs": 1})
+    row = Trainer(cfg, out, quiet=True).run()
+    record = json.loads((out / "precision.json").read_text())
+    assert record["mode"] == ("bf16" if record["native_bf16"] else "fp32")
+    assert row["precision"] == record["mode"] and 0 <= row["test_acc"] <= 1
+    weights = load_file(str(out / "checkpoints/final.model.safetensors"))
+    assert all(t.dtype == torch.float32 and torch.isfinite(t).all() for t in weights.values())
