@@ -26,7 +26,6 @@ import json
 import os
 import pickle
 import platform
-import re
 import socket
 import subprocess
 import sys
@@ -44,13 +43,25 @@ NO_CUDA = "skipped: no CUDA device here"
 
 
 def section_tests(args) -> dict:
-    cmd = [sys.executable, "-m", "pytest", "-m", "cuda", "-q", "-rs", "-p", "no:cacheprovider"]
-    cmd.append(str(ROOT / "tests"))
-    done = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=args.test_timeout)
-    tail = done.stdout.strip().splitlines()[-15:]
-    counts = {k: int(n) for n, k in re.findall(r"(\d+) (passed|failed|skipped|error)", tail[-1])}
-    skips = [line for line in tail if line.startswith("SKIPPED")]
-    return {"returncode": done.returncode, "counts": counts, "skip_reasons": skips, "tail": tail}
+    import xml.etree.ElementTree as ET
+
+    with tempfile.TemporaryDirectory() as tmp:
+        junit = Path(tmp) / "junit.xml"
+        cmd = [sys.executable, "-m", "pytest", "-m", "cuda", "-rs", "-p", "no:cacheprovider"]
+        cmd += [f"--junitxml={junit}", str(ROOT / "tests")]
+        done = subprocess.run(
+            cmd, capture_output=True, text=True, cwd=ROOT, timeout=args.test_timeout
+        )
+        suite = ET.parse(junit).getroot()
+    suite = suite if suite.tag == "testsuite" else suite.find("testsuite")
+    counts = {k: int(suite.get(k, 0)) for k in ("tests", "failures", "errors", "skipped")}
+    skips = [line for line in done.stdout.splitlines() if line.startswith("SKIPPED")]
+    return {
+        "returncode": done.returncode,  # 0: all passed (or all skipped); 5: none collected
+        "counts": counts,
+        "skip_reasons": skips,
+        "tail": done.stdout.strip().splitlines()[-15:],
+    }
 
 
 def section_steps(args, device: torch.device) -> dict:

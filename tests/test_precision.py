@@ -55,7 +55,8 @@ def test_auto_falls_back_to_fp32_where_bf16_is_not_native(monkeypatch):
     assert "no native bf16" in choice.reason
     # Asked for explicitly, bf16 is honoured even where it is emulated, and says so.
     asked = make_config(**{**TINY, "precision": "bf16"})
-    choice = P.choose_precision(asked, model, torch.device("cpu"), **probe)
+    with pytest.warns(UserWarning, match="emulated"):
+        choice = P.choose_precision(asked, model, torch.device("cpu"), **probe)
     assert choice.mode == "bf16" and "emulated" in choice.reason
     # On MPS vitlens stays in fp32.
     assert P.native_bf16(torch.device("mps"))[0] is False
@@ -144,12 +145,12 @@ class Interrupted(Exception):
 
 def test_bf16_run_resumes_bit_exactly_in_its_recorded_precision(tmp_path, monkeypatch):
     ref = tmp_path / "ref"
+    fake_hardware(monkeypatch, ["amx_bf16"])  # emulated or not, the numbers are the same
     Trainer(make_config(**TINY, precision="bf16"), ref, quiet=True).run()
     fp32 = tmp_path / "fp32"
     Trainer(make_config(**TINY, precision="fp32"), fp32, quiet=True).run()
 
     # `auto` on (faked) native hardware where the probe says bf16 wins, killed mid-epoch 2 ...
-    fake_hardware(monkeypatch, ["amx_bf16"])
     monkeypatch.setattr(P, "time_modes", lambda *a, **k: {"fp32": 1.0, "bf16": 0.5})
     original = Trainer._checkpoint
 

@@ -29,6 +29,7 @@ import os
 import platform
 import statistics
 import time
+import warnings
 from contextlib import ExitStack
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -276,6 +277,9 @@ def choose_precision(
         return Precision("fp32", "fp32", "asked for", str(device), native)
     if cfg.precision == "bf16":
         note = "asked for" if native else f"asked for, though emulated here ({why}): slow"
+        if not native:
+            message = f"--precision bf16 on a {why}: bf16 is emulated, several times slower"
+            warnings.warn(message, stacklevel=2)
         return Precision("bf16", "bf16", note, str(device), native)
     if not native:
         return Precision("auto", "fp32", f"no native bf16: {why}", str(device), False)
@@ -307,7 +311,8 @@ def resolve_for_run(cfg, model, device, run: Path, *, resume: bool, **probe: Any
         except (OSError, ValueError):
             recorded = None
         if recorded is not None and recorded.get("mode") in MODES:
-            return Precision(**{**recorded, "reason": f"resumed: {recorded['reason']}"})
+            known = {k: v for k, v in recorded.items() if k in Precision.__dataclass_fields__}
+            return Precision(**{**known, "reason": f"resumed: {known.get('reason', '')}"})
         # A run from before precision.json existed trained in bf16 on CUDA, in fp32 elsewhere.
         legacy = "bf16" if device.type == "cuda" else "fp32"
         return Precision("auto", legacy, "resumed a run without precision.json", str(device))
