@@ -17,6 +17,16 @@ Writes one JSON, benchmarks/results/gpu_check.json (or --out).
 
     python benchmarks/gpu_check.py                # on the GPU machine
     python benchmarks/gpu_check.py --dry-run      # on a CPU: small sizes, GPU parts skipped
+    python benchmarks/gpu_check.py --sections steps,hessian   # rerun some sections only
+
+On this workplace's H200 (its image has torch, timm, torchvision, typer, rich, safetensors and
+tensorboard, not PyHessian, and cannot download): keep PyHessian's pure-Python wheel in an ignored
+folder (`pip download --no-deps pyhessian==0.1 -d .whl`), carry `.whl`, and run one command with
+a timeout that leaves room for a rerun, e.g.
+
+    pip install -q --no-index --no-deps --target /tmp/site .whl/*.whl
+    export PYTHONPATH=src:/tmp/site
+    PYTHONUNBUFFERED=1 python3 benchmarks/gpu_check.py --out $OUT/gpu_check.json   # timeout 540
 """
 
 from __future__ import annotations

@@ -139,6 +139,48 @@ def test_bad_precision_is_a_config_error():
         make_config(**{**TINY, "precision": "fp16"})
 
 
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["train", "vit_nano"],
+        ["study", "--models", "vit_nano"],
+        ["buildup", "--out", "unused"],
+    ],
+)
+def test_bad_precision_on_the_command_line_exits_2(argv, tmp_path, monkeypatch, capsys):
+    from vitlens import cli
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr("sys.argv", ["vitlens", *argv, "--precision", "fp16"])
+    with pytest.raises(SystemExit) as done:
+        cli.main()
+    assert done.value.code == 2 and "precision" in capsys.readouterr().err
+    assert not any(tmp_path.iterdir())  # refused before anything was written
+
+
+def test_study_and_buildup_pass_precision_to_each_run(tmp_path, monkeypatch):
+    import vitlens.train
+    from vitlens.buildup import buildup
+    from vitlens.study import Study, StudyPlan
+
+    seen = []
+
+    class Recorder:
+        def __init__(self, cfg, out, **kw):
+            seen.append(cfg.precision)
+
+        def run(self):
+            raise Interrupted
+
+    monkeypatch.setattr(vitlens.train, "Trainer", Recorder)
+    plan = StudyPlan.from_preset("quick", models=["vit_nano"], precision="fp32")
+    with pytest.raises(Interrupted):
+        Study.create(tmp_path / "study", plan, quiet=True).run()
+    with pytest.raises(Interrupted):
+        buildup(tmp_path / "buildup", precision="bf16", quiet=True)
+    assert seen == ["fp32", "bf16"]
+
+
 class Interrupted(Exception):
     pass
 
