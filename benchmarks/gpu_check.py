@@ -144,7 +144,7 @@ def section_epoch(args, device: torch.device) -> dict:
     }
 
 
-def pyhessian_top5(model, x, t, wd: float, tol: float):
+def pyhessian_top5(model, x, t, wd: float, tol: float, max_iter: int):
     from pyhessian import hessian
 
     from vitlens.analysis.hessian import nll_loss
@@ -159,7 +159,7 @@ def pyhessian_top5(model, x, t, wd: float, tol: float):
     start = time.perf_counter()
     with explicit_attention(model):  # fused SDPA has no double backward
         comp = hessian(model, criterion, data=(x, t), cuda=x.device.type == "cuda")
-        values, _ = comp.eigenvalues(maxIter=100, tol=tol, top_n=5)
+        values, _ = comp.eigenvalues(maxIter=max_iter, tol=tol, top_n=5)
     model.zero_grad(set_to_none=True)
     return [float(v) for v in values], time.perf_counter() - start
 
@@ -190,13 +190,14 @@ def section_hessian(args, device: torch.device) -> dict:
         "vitlens_eigenvalues": ours,
         "vitlens_seconds": time.perf_counter() - start,
         "vitlens_hvps": eigs.n_matvecs,
+        "tol": tol,
     }
     try:
         import pyhessian  # noqa: F401
     except ImportError:
         result["pyhessian"] = "absent: pip install pyhessian to compare"
         return result
-    theirs, seconds = pyhessian_top5(model, x, t, wd, tol)
+    theirs, seconds = pyhessian_top5(model, x, t, wd, tol, args.pyhessian_max_iter)
     theirs = sorted(theirs, key=abs, reverse=True)
     result.update(
         pyhessian_eigenvalues=theirs,
@@ -277,6 +278,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--workers", type=int, default=min(8, os.cpu_count() or 1))
     parser.add_argument("--hessian-model", default="vit_ti")
     parser.add_argument("--hessian-batch", type=int, default=16)
+    parser.add_argument("--pyhessian-max-iter", type=int, default=100, help="its default")
     parser.add_argument("--test-timeout", type=int, default=240)
     parser.add_argument("--out", default=str(HERE / "results" / "gpu_check.json"))
     args = parser.parse_args(argv)
@@ -288,7 +290,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     if args.dry_run:  # exercise every code path on a CPU in a few minutes
         args.batch, args.repeats, args.warmup, args.step_precision = 2, 1, 0, "fp32"
         args.train_images, args.test_images, args.workers = 96, 32, 0
-        args.hessian_model, args.hessian_batch = "vit_nano", 4
+        args.hessian_model, args.hessian_batch, args.pyhessian_max_iter = "vit_nano", 4, 3
         if args.out == str(HERE / "results" / "gpu_check.json"):  # keep the GPU's file
             args.out = str(HERE / "results" / "gpu_check_dry_run.json")
     return args
