@@ -190,6 +190,7 @@ def buildup(
     max_candidates: int = 6,
     seed: int = 0,
     device: str = "auto",
+    precision: str = "auto",
     data_dir: str | None = None,
     quiet: bool = False,
 ) -> BuildupResult:
@@ -212,7 +213,7 @@ def buildup(
     holdout = {"fraction": val_fraction, "seed": seed, "class_balanced": True}
     _check_holdout(Path(out), holdout)
     settings = dict(model=base, dataset=dataset, epochs=epochs, fraction=fraction, seed=seed)
-    settings.update(device=device, data_dir=data_dir)
+    settings.update(device=device, precision=precision, data_dir=data_dir)
     candidates, best = _search(
         lambda msa: _train_candidate(Path(out), msa, settings, holdout, quiet),
         depths,

@@ -88,6 +88,9 @@ def train_command(
     checkpoint_every: int = typer.Option(None, help="Also checkpoint every N steps."),
     seed: int = typer.Option(None, help="Seed for every random choice of the run."),
     device: str = typer.Option(None, help="auto, cpu, cuda or mps."),
+    precision: str = typer.Option(
+        None, help="auto (bf16 where native and faster for the model), fp32 or bf16."
+    ),
     data_dir: str = typer.Option(None, help="Where datasets are found or downloaded."),
     download: bool = typer.Option(None, help="Download missing datasets."),
     workers: int = typer.Option(None, help="Data-loading worker processes."),
@@ -260,6 +263,9 @@ def study_command(
         "(default: the preset's).",
     ),
     device: str = typer.Option(None, help="auto, cpu, cuda or mps."),
+    precision: str = typer.Option(
+        None, help="auto (bf16 where native and faster for the model), fp32 or bf16."
+    ),
     data_dir: str = typer.Option(None, help="Where datasets are found."),
     quiet: bool = typer.Option(False, help="No progress bars."),
 ) -> None:
@@ -282,6 +288,7 @@ def study_command(
         seed=seed,
         seeds=seeds,
         device=device,
+        precision=precision,
         data_dir=data_dir,
     )
     if ablations is False:
@@ -324,12 +331,18 @@ def buildup_command(
     max_candidates: int = typer.Option(6, help="Stop after training this many candidates."),
     seed: int = typer.Option(0, help="Seed of every candidate's training."),
     device: str = typer.Option("auto", help="auto, cpu, cuda or mps."),
+    precision: str = typer.Option(
+        "auto", help="auto (bf16 where native and faster for the model), fp32 or bf16."
+    ),
     data_dir: str = typer.Option(None, help="Where datasets are found."),
     quiet: bool = typer.Option(False, help="No progress bars."),
 ) -> None:
     """The AlterNet build-up rule as a search: add MSA blocks at stage ends while they help."""
     from vitlens.buildup import buildup
+    from vitlens.train.precision import PRECISIONS
 
+    if precision not in PRECISIONS:  # before the search takes its folder
+        raise VitlensError(f"precision {precision!r}: choose from {', '.join(PRECISIONS)}")
     _at_least(1, epochs=epochs, max_candidates=max_candidates)
     _at_least(0, seed=seed)
     result = buildup(
@@ -342,6 +355,7 @@ def buildup_command(
         max_candidates=max_candidates,
         seed=seed,
         device=device,
+        precision=precision,
         data_dir=data_dir,
         quiet=quiet,
     )

@@ -50,6 +50,7 @@ class TrainConfig:
     drop_path: float = 0.0
     seed: int = 0
     device: str = "auto"
+    precision: Literal["auto", "fp32", "bf16"] = "auto"  # bf16 autocast (see train/precision.py)
     workers: int = 0
     checkpoint_every: int = 0  # also checkpoint every N steps within an epoch (0: epoch ends)
     snapshot_every: int = 0  # keep weight snapshots every N epochs for trajectories (0: none)
@@ -102,7 +103,15 @@ class TrainConfig:
 
     def trajectory_hash(self) -> str:
         """Hash of the fields that decide the weights; a resumed run must match it."""
-        ignore = {"device", "workers", "checkpoint_every", "snapshot_every", "epochs", "data_dir"}
+        ignore = {
+            "device",
+            "precision",
+            "workers",
+            "checkpoint_every",
+            "snapshot_every",
+            "epochs",
+            "data_dir",
+        }
         data = {k: v for k, v in self.to_dict().items() if k not in ignore}
         return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
 

@@ -56,6 +56,7 @@ class StudyPlan:
     runs: dict[str, str] = field(default_factory=dict)  # label -> run folder, not trained here
     data_dir: str | None = None
     device: str = "auto"
+    precision: str = "auto"  # auto, fp32 or bf16 (vitlens.train.precision)
 
     def __post_init__(self):
         self.validate()
@@ -169,6 +170,7 @@ class StudyPlan:
             seed=self.seed + member.seed,
             data_dir=self.data_dir,
             device=self.device,
+            precision=self.precision,
             snapshot_every=1,
         )
 

@@ -45,6 +45,7 @@ from vitlens.train.checkpoint import (
     tidy_generations,
 )
 from vitlens.train.metrics import MetricSums, soft_cross_entropy
+from vitlens.train.precision import resolve_for_run
 from vitlens.train.resume import (
     config_changes,
     config_text,
@@ -110,6 +111,7 @@ class RunState:
     init_report: Any = None
     mixer: Any = None
     autocast: Any = field(default_factory=nullcontext)
+    precision: str = "fp32"  # the autocast mode chosen for the run (train/precision.py)
     writer: Any = None
     progress: _Progress | None = None
     lr: float = 0.0
@@ -193,7 +195,18 @@ class Trainer:
                 model, device_ids=[device.index] if device.type == "cuda" else None
             )
         run.mixer = self._mixer(info.num_classes)
-        run.autocast = self._autocast(device)
+        precision = resolve_for_run(
+            cfg,
+            model,
+            device,
+            self.out,
+            resume=resuming,
+            input_shape=(cfg.batch_size // world, info.in_chans, size, size),
+            num_classes=info.num_classes,
+            model_spec=spec,
+        )
+        run.autocast = precision.autocast()  # the forward only: weights, AdamW, loss stay fp32
+        run.precision = run.state_base["precision"] = precision.mode
         if dist.is_main():
             self._write_start(run)
         run.progress = _Progress(enabled=not self.quiet and dist.is_main())
@@ -286,11 +299,6 @@ class Trainer:
         if not self.cfg.mixup:
             return None
         return BatchMixer(num_classes, label_smoothing=self.cfg.label_smoothing)
-
-    def _autocast(self, device: torch.device):
-        if device.type == "cuda":
-            return torch.autocast("cuda", dtype=torch.bfloat16)
-        return nullcontext()
 
     def _restore(self, run: RunState) -> None:
         """Read and check the checkpoint and the metrics (nothing is written here)."""
@@ -430,6 +438,7 @@ class Trainer:
             "train_samples": int(sums[0].item()),
             "train_seconds": seconds,
             "images_per_second": sums[0].item() / seconds,
+            "precision": run.precision,
             **{f"test_{k}": v for k, v in metrics.items()},
         }
         changes = [
