@@ -147,7 +147,7 @@ def section_epoch(args, device: torch.device) -> dict:
 def pyhessian_top5(model, x, t, wd: float, tol: float, max_iter: int):
     from pyhessian import hessian
 
-    from vitlens.analysis.hessian import nll_loss
+    from vitlens.analysis.loss_surface import nll_loss
     from vitlens.anatomy import explicit_attention
 
     params = [p for p in model.parameters() if p.requires_grad]

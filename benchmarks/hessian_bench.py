@@ -32,8 +32,9 @@ from pathlib import Path
 
 import torch
 
-from vitlens.analysis.hessian import HessianOperator, nll_loss
+from vitlens.analysis.hessian import HessianOperator
 from vitlens.analysis.linalg import block_lanczos, lanczos, power_iteration
+from vitlens.analysis.loss_surface import nll_loss
 from vitlens.anatomy import explicit_attention
 from vitlens.data import BatchMixer
 from vitlens.models import count_parameters, create_model

@@ -25,8 +25,8 @@ from pathlib import Path
 
 import torch
 
-from vitlens.analysis.hessian import fixed_batches, nll_loss
 from vitlens.analysis.landscape import loss_landscape
+from vitlens.analysis.loss_surface import fixed_batches, nll_loss
 from vitlens.data import BatchMixer
 from vitlens.models import count_parameters, create_model
 

@@ -24,15 +24,12 @@ released that code (official_repo.md §4.6); this module is a verified re-implem
 
 from __future__ import annotations
 
-import contextlib
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal
 
 import torch
-import torch.distributed as tdist
-import torch.nn.functional as F
 from torch import nn
 from torch.overrides import TorchFunctionMode
 
@@ -49,6 +46,16 @@ from vitlens.analysis.linalg import (
     power_iteration,
     slq_density,
 )
+from vitlens.analysis.loss_surface import (
+    Augment,
+    Criterion,
+    fixed_batches,
+    model_state,
+    nll_loss,
+    restore_buffers,
+    save_buffers,
+    seeded_rng,
+)
 from vitlens.analysis.registry import register_analysis
 from vitlens.analysis.result import Provenance, Result
 from vitlens.analysis.spec import AnalysisSpec, Budget, Figure, Inputs, Option
@@ -61,15 +68,6 @@ L2_CONVENTION = (
     "L2 = (weight_decay / 2) * sum of squared parameter norms over the selected parameters; "
     "adds weight_decay * I to the Hessian"
 )
-Augment = Callable[[torch.Tensor, torch.Tensor, torch.Generator], tuple[torch.Tensor, torch.Tensor]]
-Criterion = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
-
-
-def nll_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    """Mean NLL: cross-entropy against integer labels `(B,)` or soft targets `(B, K)`."""
-    if targets.is_floating_point() and targets.ndim == logits.ndim:
-        return -(targets.to(logits.dtype) * F.log_softmax(logits, dim=1)).sum(dim=1).mean()
-    return F.cross_entropy(logits, targets)
 
 
 # --------------------------------------------------------------------------- parameter selection
@@ -202,50 +200,6 @@ def select_parameters(
 
 
 # ------------------------------------------------------------------------------------ operator
-
-
-@contextlib.contextmanager
-def seeded_rng(seed: int | None, device: torch.device) -> Iterator[None]:
-    """Seed torch's global generators for the duration (dropout, drop-path), then restore them.
-
-    `None` leaves the global generators alone.
-    """
-    if seed is None:
-        yield
-        return
-    devices = [device] if device.type == "cuda" else []
-    with torch.random.fork_rng(devices=devices):
-        torch.manual_seed(int(seed) % 2**63)
-        yield
-
-
-def save_buffers(model: nn.Module) -> list[tuple[torch.Tensor, torch.Tensor]]:
-    return [(b, b.detach().clone()) for b in model.buffers()]
-
-
-def restore_buffers(saved: list[tuple[torch.Tensor, torch.Tensor]]) -> None:
-    """Put saved buffers back, writing only those that changed (a write bumps the version)."""
-    with torch.no_grad():
-        for b, value in saved:
-            if not torch.equal(b, value):
-                b.copy_(value)
-
-
-@contextlib.contextmanager
-def model_state(model: nn.Module, train_mode: bool, restore: bool = True) -> Iterator[None]:
-    """Set train/eval mode for the duration; restore every module's mode and (with `restore`)
-    every buffer, which keeps BatchNorm running statistics bit-exact when train mode updates them.
-    """
-    modes = [(m, m.training) for m in model.modules()]
-    saved = save_buffers(model)
-    model.train(train_mode)
-    try:
-        yield
-    finally:
-        if restore:
-            restore_buffers(saved)
-        for m, mode in modes:
-            m.training = mode
 
 
 class HessianOperator:
@@ -401,76 +355,6 @@ class HessianOperator:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-
-# ------------------------------------------------------------------------- batches, ranks, bars
-
-
-def fixed_batches(
-    data: Iterable[tuple[torch.Tensor, torch.Tensor]],
-    *,
-    batch_size: int | None = None,
-    n_batches: int | None = None,
-    augment: Augment | None = None,
-    seed: int = 0,
-    skip: Callable[[int], bool] | None = None,
-) -> Iterator[tuple[int, torch.Tensor, torch.Tensor]]:
-    """Yield `(index, inputs, targets)` minibatches, each augmented from its own seeded generator.
-
-    Minibatch i is augmented with a generator seeded by mix_seed(seed, i), so every minibatch is
-    the same whatever the order, the number of ranks, or which other minibatches are skipped.
-
-    Args:
-        data: (inputs, labels) pairs of any size, e.g. a DataLoader without shuffling or a list.
-        batch_size: Re-chunk into minibatches of exactly this size (carrying the remainder over
-            to the next input batch); None keeps the input batches as they are.
-        n_batches: Stop after this many minibatches (None: all).
-        augment: `augment(x, y, generator) -> (x, soft_targets)`, e.g. `vitlens.data.BatchMixer`;
-            None keeps integer labels.
-        seed: Base seed.
-        skip: `skip(i)` True means yield nothing for minibatch i (its augmentation is not drawn).
-    """
-    if batch_size is not None and batch_size < 1:
-        raise ConfigError(f"batch_size must be positive, got {batch_size}")
-
-    def chunks() -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        if batch_size is None:
-            for x, y, *_ in data:
-                yield x, y
-            return
-        xs: list[torch.Tensor] = []
-        ys: list[torch.Tensor] = []
-        held = 0
-        for x, y, *_ in data:
-            xs.append(x)
-            ys.append(y)
-            held += x.shape[0]
-            if held < batch_size:
-                continue
-            bx, by = torch.cat(xs), torch.cat(ys)
-            n_full = held // batch_size * batch_size
-            for s in range(0, n_full, batch_size):
-                yield bx[s : s + batch_size], by[s : s + batch_size]
-            xs, ys, held = [bx[n_full:]], [by[n_full:]], held - n_full
-
-    for i, (x, y) in enumerate(chunks()):
-        if n_batches is not None and i >= n_batches:
-            return
-        if skip is not None and skip(i):
-            continue
-        if augment is not None:
-            gen = torch.Generator().manual_seed(mix_seed(seed, i) % 2**63)
-            x, y = augment(x.float() if not x.is_floating_point() else x, y, gen)
-        yield i, x, y
-
-
-def all_gather_objects(obj: Any) -> list[Any]:
-    """Every rank's `obj`, in rank order ([obj] outside torchrun)."""
-    if not tdist.is_initialized():
-        return [obj]
-    out: list[Any] = [None] * dist.world()
-    tdist.all_gather_object(out, obj)
-    return out
 
 
 # ---------------------------------------------------------------------------------- spectrum
@@ -771,8 +655,8 @@ def hessian_spectrum(
                     + (more,)
                 )
             advance()
-    rows = sorted(r for part in all_gather_objects(rows) for r in part)
-    n_params = max(all_gather_objects(n_params))
+    rows = sorted(r for part in dist.all_gather_objects(rows) for r in part)
+    n_params = max(dist.all_gather_objects(n_params))
     if not rows:
         raise VitlensError("no minibatches to analyse: the data gave fewer than one batch")
     nep, ape = nep_ape(v for r in rows for v in r[1])

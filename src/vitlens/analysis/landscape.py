@@ -50,20 +50,18 @@ from torch import nn
 
 from vitlens import distributed as dist
 from vitlens.analysis.claim import Claim, StudyView, not_measured
-from vitlens.analysis.hessian import (
+from vitlens.analysis.loss_surface import (
     Augment,
     Criterion,
-    all_gather_objects,
     fixed_batches,
     model_state,
     nll_loss,
-    progress_bar,
     seeded_rng,
 )
 from vitlens.analysis.registry import register_analysis
 from vitlens.analysis.result import Provenance, Result
 from vitlens.analysis.spec import AnalysisSpec, Budget, Figure, Inputs, Option
-from vitlens.analysis.streaming import provenance_for
+from vitlens.analysis.streaming import progress_bar, provenance_for
 from vitlens.anatomy import anatomy_of, unwrap
 from vitlens.data.dataset import mix_seed
 from vitlens.errors import ConfigError, VitlensError
@@ -500,7 +498,7 @@ class _Evaluation:
         if n_seen == 0:
             raise VitlensError("no batches to evaluate: the data gave none")
         rows = [(i, *sums[j].tolist(), l2s[j]) for j, i in enumerate(mine)]
-        return sorted(r for part in all_gather_objects(rows) for r in part), n_seen
+        return sorted(r for part in dist.all_gather_objects(rows) for r in part), n_seen
 
 
 def _assemble(

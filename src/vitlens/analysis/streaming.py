@@ -13,33 +13,15 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 
 import torch
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    ProgressColumn,
-    Task,
-    TextColumn,
-    TimeElapsedColumn,
-    TimeRemainingColumn,
-)
-from rich.text import Text
 from torch import nn
 
-from vitlens import distributed as dist
 from vitlens.analysis.result import Provenance
 from vitlens.anatomy import Block, describe, tapping
 from vitlens.device import resolve_device  # noqa: F401  (re-exported for the analyses)
 from vitlens.errors import VitlensError
+from vitlens.progress import new_bar, progress_bar  # noqa: F401  (re-exported)
 
 Batch = tuple[torch.Tensor, torch.Tensor]
-
-
-class _RateColumn(ProgressColumn):
-    """Batches per second (rich has only a bytes-per-second column)."""
-
-    def render(self, task: Task) -> Text:
-        return Text("" if task.speed is None else f"{task.speed:.2f} batch/s", style="cyan")
 
 
 def float64_device(device: torch.device) -> torch.device:
@@ -80,17 +62,7 @@ def stream(
         raise VitlensError(f"max_batches must be at least 1 (or None for all), got {max_batches}")
     device = torch.device(device)
     total = _length(batches, max_batches)
-    bar = Progress(
-        TextColumn("[bold]{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        _RateColumn(),
-        TimeElapsedColumn(),
-        TextColumn("ETA"),
-        TimeRemainingColumn(),
-        disable=not progress,
-        transient=False,
-    )
+    bar = new_bar(progress, unit="batch")
     seen = 0
     with bar:
         task = bar.add_task(description, total=total)
@@ -236,31 +208,3 @@ def stream_map_sums(
             out.n_images += int(images.shape[0])
             out.n_batches += 1
     return out
-
-
-@contextlib.contextmanager
-def progress_bar(description: str, total: int | None, enabled: bool) -> Iterator[Callable]:
-    """A rich progress bar with rate and ETA (main rank only); yields `advance(n=1)`."""
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TaskProgressColumn,
-        TextColumn,
-        TimeElapsedColumn,
-        TimeRemainingColumn,
-    )
-
-    bar = Progress(
-        TextColumn("[bold]{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TaskProgressColumn(show_speed=True),
-        TimeElapsedColumn(),
-        TextColumn("ETA"),
-        TimeRemainingColumn(),
-        disable=not (enabled and dist.is_main()),
-    )
-    with bar:
-        task = bar.add_task(description, total=total)
-        yield lambda n=1: bar.advance(task, n)

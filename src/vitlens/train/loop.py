@@ -276,7 +276,7 @@ class Trainer:
 
             freeze_backbone(model)
         model.to(device)
-        if device.type == "cuda" and cfg.model.startswith(("resnet", "preresnet", "alternet")):
+        if device.type == "cuda" and _convolutional(model):
             model = model.to(memory_format=torch.channels_last)
         return model, spec, init_report
 
@@ -498,6 +498,13 @@ class Trainer:
             writer.flush()
 
 
+def _convolutional(model: nn.Module) -> bool:
+    """Whether the model's blocks include convolutions (channels-last pays off on CUDA)."""
+    from vitlens.anatomy import anatomy_of
+
+    return anatomy_of(model, need_blocks=False).has("conv")
+
+
 def _all_finite(tensors) -> bool:
     return all(
         torch.isfinite(t).all().item()
@@ -550,29 +557,15 @@ def _summary(row: dict) -> str:
 
 
 class _Progress:
-    """A rich progress bar with rate and ETA, or nothing when quiet."""
+    """The training bar (`vitlens.progress`) with the running loss, or nothing when quiet."""
 
     def __init__(self, enabled: bool):
         self.enabled = enabled
         self.bar = None
         if enabled:
-            from rich.progress import (
-                BarColumn,
-                MofNCompleteColumn,
-                Progress,
-                TextColumn,
-                TimeElapsedColumn,
-                TimeRemainingColumn,
-            )
+            from vitlens.progress import new_bar
 
-            self.bar = Progress(
-                TextColumn("{task.description}"),
-                BarColumn(),
-                MofNCompleteColumn(),
-                TextColumn("loss {task.fields[loss]:.4f}"),
-                TimeElapsedColumn(),
-                TimeRemainingColumn(),
-            )
+            self.bar = new_bar(True, unit="step", loss=True)
             self.bar.start()
 
     def start(self, description: str, total: int):
