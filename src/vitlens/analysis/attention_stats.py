@@ -43,7 +43,7 @@ from torch import nn
 
 from vitlens.analysis.registry import register_analysis
 from vitlens.analysis.result import Provenance, Result
-from vitlens.analysis.spec import AnalysisSpec, Budget, Figure, Inputs
+from vitlens.analysis.spec import AnalysisSpec, Budget, Figure, streamed
 from vitlens.analysis.streaming import (
     Batch,
     evaluating,
@@ -391,22 +391,11 @@ def _result(reader, all_blocks, blocks, provenance, n_images, n_batches) -> Atte
 # -- spec -----------------------------------------------------------------------------------------
 
 
-def _run(inputs: Inputs) -> AttentionResult:
-    return attention_stats(
-        inputs.model,
-        inputs.batches,
-        device=inputs.device,
-        progress=inputs.progress,
-        provenance=inputs.provenance,
-        **inputs.options,
-    )
-
-
 SPEC = register_analysis(
     AnalysisSpec(
         name="attention",
         summary="attention distance, entropy and data specificity per head and block",
-        run=_run,
+        run=streamed(attention_stats),
         function=attention_stats,
         data="test",
         section="features",

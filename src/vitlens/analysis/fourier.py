@@ -45,7 +45,7 @@ from torch import nn
 from vitlens.analysis.claim import Claim, StudyView, block_deltas, not_measured
 from vitlens.analysis.registry import register_analysis
 from vitlens.analysis.result import Provenance, Result
-from vitlens.analysis.spec import FEATURE_BUDGETS, AnalysisSpec, Figure, Inputs, Option
+from vitlens.analysis.spec import FEATURE_BUDGETS, AnalysisSpec, Figure, Option, streamed
 from vitlens.analysis.streaming import (
     Batch,
     float64_device,
@@ -298,22 +298,11 @@ def c9_low_pass(view: StudyView) -> Claim:
     return Claim("C9", claim, paper, measured, margin > 0, margin)
 
 
-def _run(inputs: Inputs) -> FourierResult:
-    return fourier(
-        inputs.model,
-        inputs.batches,
-        device=inputs.device,
-        progress=inputs.progress,
-        provenance=inputs.provenance,
-        **inputs.options,
-    )
-
-
 SPEC = register_analysis(
     AnalysisSpec(
         name="fourier",
         summary="relative log amplitude of the feature maps' Fourier transform (paper §3)",
-        run=_run,
+        run=streamed(fourier),
         function=fourier,
         data="test",
         section="features",

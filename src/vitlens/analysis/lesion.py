@@ -24,7 +24,7 @@ from torch import nn
 from vitlens.analysis.claim import Claim, StudyView, not_measured
 from vitlens.analysis.registry import register_analysis
 from vitlens.analysis.result import Provenance, Result
-from vitlens.analysis.spec import FEATURE_BUDGETS, AnalysisSpec, Figure, Inputs, Option
+from vitlens.analysis.spec import FEATURE_BUDGETS, AnalysisSpec, Figure, Option, streamed
 from vitlens.analysis.streaming import (
     Batch,
     evaluating,
@@ -175,22 +175,11 @@ def c13_stage_end_msa(view: StudyView) -> Claim:
     return Claim("C13", claim, paper, measured, a < b, b - a)
 
 
-def _run(inputs: Inputs) -> LesionResult:
-    return lesion(
-        inputs.model,
-        inputs.batches,
-        device=inputs.device,
-        progress=inputs.progress,
-        provenance=inputs.provenance,
-        **inputs.options,
-    )
-
-
 SPEC = register_analysis(
     AnalysisSpec(
         name="lesion",
         summary="accuracy and NLL with one residual branch removed at a time (paper §4)",
-        run=_run,
+        run=streamed(lesion),
         function=lesion,
         data="test",
         section="features",

@@ -156,3 +156,20 @@ FEATURE_BUDGETS = {
     "standard": Budget(10, 128),
     "paper": Budget(None, 256),
 }
+
+
+def streamed(function: Callable[..., Result]) -> Callable[[Inputs], Result]:
+    """`run` for an analysis that is `function(model, batches, device=, progress=,
+    provenance=, **options)`: the feature-map analyses."""
+
+    def run(inputs: Inputs) -> Result:
+        return function(
+            inputs.model,
+            inputs.batches,
+            device=inputs.device,
+            progress=inputs.progress,
+            provenance=inputs.provenance,
+            **inputs.options,
+        )
+
+    return run

@@ -20,7 +20,7 @@ from torch import nn
 from vitlens.analysis.claim import Claim, StudyView, block_deltas, not_measured
 from vitlens.analysis.registry import register_analysis
 from vitlens.analysis.result import Provenance, Result
-from vitlens.analysis.spec import FEATURE_BUDGETS, AnalysisSpec, Figure, Inputs
+from vitlens.analysis.spec import FEATURE_BUDGETS, AnalysisSpec, Figure, streamed
 from vitlens.analysis.streaming import (
     Batch,
     normalized_depths,
@@ -144,22 +144,11 @@ def c11_variance(view: StudyView) -> Claim:
     return Claim("C11", claim, paper, measured, down > 0.5, down - 0.5)
 
 
-def _run(inputs: Inputs) -> VarianceResult:
-    return variance(
-        inputs.model,
-        inputs.batches,
-        device=inputs.device,
-        progress=inputs.progress,
-        provenance=inputs.provenance,
-        **inputs.options,
-    )
-
-
 SPEC = register_analysis(
     AnalysisSpec(
         name="variance",
         summary="feature-map variance per block (paper Fig. 9)",
-        run=_run,
+        run=streamed(variance),
         function=variance,
         data="test",
         section="features",
