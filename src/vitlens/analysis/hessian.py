@@ -611,50 +611,23 @@ def hessian_spectrum(
         trace_matvecs=trace_matvecs if trace else 0,
     )
     base = unwrap(model)
-    rank, world = dist.rank(), dist.world()
-    rows = []
-    n_params = 0
-    chosen: list[tuple[str, nn.Parameter]] | None = None  # the selection, resolved once
-    total = n_batches // world + (rank < n_batches % world) if n_batches else None
+    world = dist.world()
+    per_batch = dict(
+        objective=objective, weight_decay=weight_decay, params=params, train_mode=train_mode,
+        seed=seed, k=k, which=which, method=method, tol=tol, max_iter=max_iter, bound=bound,
+        block_size=block_size, curvature_batches=curvature_batches, extra=extra,
+    )  # fmt: skip
+    batches = fixed_batches(
+        data,
+        batch_size=batch_size,
+        n_batches=n_batches,
+        augment=augment,
+        seed=seed,
+        skip=lambda i: i % world != dist.rank(),
+    )
+    total = n_batches // world + (dist.rank() < n_batches % world) if n_batches else None
     with progress_bar("hessian", total, progress) as advance:
-        for i, x, t in fixed_batches(
-            data,
-            batch_size=batch_size,
-            n_batches=n_batches,
-            augment=augment,
-            seed=seed,
-            skip=lambda i: i % world != rank,
-        ):
-            with HessianOperator(
-                base,
-                (x, t),
-                objective=objective,
-                weight_decay=weight_decay,
-                params=chosen if chosen is not None else params,
-                train_mode=train_mode,
-                seed=mix_seed(seed, i, 2) if train_mode else None,
-            ) as op:
-                chosen = list(zip(op.names, op.params, strict=True))
-                eigs = top_eigenvalues(
-                    op,
-                    k,
-                    which=which,
-                    method=method,
-                    tol=tol,
-                    max_iter=max_iter,
-                    seed=mix_seed(seed, i, 1),
-                    bound=bound,
-                    block_size=block_size,
-                )
-                n_params = op.size
-                more = {}
-                if curvature_batches is None or i < curvature_batches:
-                    more = density_and_trace(op, **extra, seed=mix_seed(seed, i, 3))
-                rows.append(
-                    (i, eigs.eigenvalues.tolist(), op.loss, op.nll, eigs.n_matvecs, eigs.converged)
-                    + (more,)
-                )
-            advance()
+        rows, n_params = _minibatch_rows(base, batches, per_batch, advance)
     rows = sorted(r for part in dist.all_gather_objects(rows) for r in part)
     n_params = max(dist.all_gather_objects(n_params))
     if not rows:
@@ -671,25 +644,50 @@ def hessian_spectrum(
         converged=[r[5] for r in rows],
         nep=nep,
         ape=ape,
-        k=k,
         batch_size=batch_size,
-        which=which,
-        method=method,
-        tol=tol,
-        max_iter=max_iter,
         bound=bound if method == "lanczos" else "n/a",
         block_size=block_size if method == "lanczos" else 1,
-        objective=objective,
         weight_decay=float(weight_decay) if objective == "nll+l2" else 0.0,
         augment=repr(augment) if augment is not None else "none",
-        train_mode=train_mode,
         params=params.describe() if params is not None else "all",
         n_params=n_params,
-        seed=seed,
         world=world,
+        **{key: per_batch[key] for key in ("k", "which", "method", "tol", "max_iter")},
+        **{key: per_batch[key] for key in ("objective", "train_mode", "seed")},
         **extra,
         **_extra_fields(rows),
     )
+
+
+def _minibatch_rows(base: nn.Module, batches, settings: dict[str, Any], advance):
+    """This rank's rows (index, eigenvalues, loss, nll, products, converged, density/trace),
+    and the number of parameters the operator covers."""
+    rows, n_params, s = [], 0, settings
+    chosen: list[tuple[str, nn.Parameter]] | None = None  # the selection, resolved once
+    for i, x, t in batches:
+        with HessianOperator(
+            base,
+            (x, t),
+            objective=s["objective"],
+            weight_decay=s["weight_decay"],
+            params=chosen if chosen is not None else s["params"],
+            train_mode=s["train_mode"],
+            seed=mix_seed(s["seed"], i, 2) if s["train_mode"] else None,
+        ) as op:
+            chosen = list(zip(op.names, op.params, strict=True))
+            eigs = top_eigenvalues(
+                op, s["k"], which=s["which"], method=s["method"], tol=s["tol"],
+                max_iter=s["max_iter"], seed=mix_seed(s["seed"], i, 1), bound=s["bound"],
+                block_size=s["block_size"],
+            )  # fmt: skip
+            n_params = op.size
+            more = {}
+            if s["curvature_batches"] is None or i < s["curvature_batches"]:
+                more = density_and_trace(op, **s["extra"], seed=mix_seed(s["seed"], i, 3))
+            row = (i, eigs.eigenvalues.tolist(), op.loss, op.nll, eigs.n_matvecs, eigs.converged)
+            rows.append(row + (more,))
+        advance()
+    return rows, n_params
 
 
 # -- the paper's claims this analysis measures, and its spec ------------------------------------
