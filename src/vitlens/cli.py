@@ -270,16 +270,17 @@ def study_command(
     quiet: bool = typer.Option(False, help="No progress bars."),
 ) -> None:
     """The paper as one command: train the models, run every analysis, write report.html."""
-    import datetime
-
     from vitlens import distributed as dist
-    from vitlens.device import resolve_device
-    from vitlens.study import Study, StudyPlan, runs_overrides
+    from vitlens.study import start_study
 
     _at_least(0, seed=seed)
-    # Under torchrun, join the process group before any rank touches the study folder.
-    dist.init(resolve_device(device or "auto"))
-    overrides = dict(
+    study = start_study(
+        preset=preset,
+        out=out,
+        resume=resume,
+        quiet=quiet,
+        ablations=ablations,
+        runs=runs.split(",") if runs else None,
         models=models.split(",") if models else None,
         dataset=dataset,
         fraction=fraction,
@@ -291,18 +292,6 @@ def study_command(
         precision=precision,
         data_dir=data_dir,
     )
-    if ablations is False:
-        overrides["ablations"] = {}  # an empty set of ablations: none are trained
-    if runs:
-        overrides.update(runs_overrides(runs.split(","), dataset))
-    if resume is not None:
-        study = Study.open(resume, quiet=quiet, **overrides)
-    else:
-        plan = StudyPlan.from_preset(preset, **overrides)
-        if out is None:
-            stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
-            out = Path("studies") / f"{preset}-{stamp}"
-        study = Study.create(out, plan, quiet=quiet)
     report = study.run()
     if dist.is_main():
         console.print(f"report: {report}")

@@ -238,6 +238,37 @@ def runs_overrides(paths: list[str], dataset: str | None) -> dict[str, Any]:
     return dict(runs=labels, models=list(labels), seeds=1, ablations={}, dataset=dataset or "")
 
 
+def start_study(
+    *,
+    preset: str,
+    out: Path | None,
+    resume: Path | None,
+    quiet: bool,
+    ablations: bool | None,
+    runs: list[str] | None,
+    **overrides: Any,
+) -> Study:
+    """The study `vitlens study` runs: `resume` reopened, or a new one from `preset` in `out`
+    (default `studies/PRESET-TIME`), with `overrides` (None: keep) applied."""
+    import datetime
+
+    from vitlens.device import resolve_device
+
+    # Under torchrun, join the process group before any rank touches the study folder.
+    dist.init(resolve_device(overrides.get("device") or "auto"))
+    if ablations is False:
+        overrides["ablations"] = {}  # an empty set of ablations: none are trained
+    if runs:
+        overrides.update(runs_overrides(runs, overrides.get("dataset")))
+    if resume is not None:
+        return Study.open(resume, quiet=quiet, **overrides)
+    plan = StudyPlan.from_preset(preset, **overrides)
+    if out is None:
+        stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+        out = Path("studies") / f"{preset}-{stamp}"
+    return Study.create(out, plan, quiet=quiet)
+
+
 def study_member_model(plan: StudyPlan, key: str) -> str:
     from vitlens.ablations import study_members
 

@@ -603,13 +603,7 @@ def hessian_spectrum(
             (worth it on GPUs; on CPUs a batched product is no cheaper than single ones).
     """
     started = time.perf_counter()
-    if (density and min(density_vectors, density_steps) < 1) or (trace and trace_matvecs < 6):
-        raise ConfigError("SLQ needs >= 1 vector and step; Hutch++ needs >= 6 matvecs")
-    extra = dict(
-        density_vectors=density_vectors if density else 0,
-        density_steps=density_steps if density else 0,
-        trace_matvecs=trace_matvecs if trace else 0,
-    )
+    extra = _curvature_extras(density, density_vectors, density_steps, trace, trace_matvecs)
     base = unwrap(model)
     world = dist.world()
     per_batch = dict(
@@ -617,14 +611,9 @@ def hessian_spectrum(
         seed=seed, k=k, which=which, method=method, tol=tol, max_iter=max_iter, bound=bound,
         block_size=block_size, curvature_batches=curvature_batches, extra=extra,
     )  # fmt: skip
-    batches = fixed_batches(
-        data,
-        batch_size=batch_size,
-        n_batches=n_batches,
-        augment=augment,
-        seed=seed,
-        skip=lambda i: i % world != dist.rank(),
-    )
+    # Minibatch i goes to rank i % world.
+    batches = fixed_batches(data, batch_size=batch_size, n_batches=n_batches, augment=augment,
+                            seed=seed, skip=lambda i: i % world != dist.rank())  # fmt: skip
     total = n_batches // world + (dist.rank() < n_batches % world) if n_batches else None
     with progress_bar("hessian", total, progress) as advance:
         rows, n_params = _minibatch_rows(base, batches, per_batch, advance)
@@ -632,10 +621,32 @@ def hessian_spectrum(
     n_params = max(dist.all_gather_objects(n_params))
     if not rows:
         raise VitlensError("no minibatches to analyse: the data gave fewer than one batch")
+    provenance = provenance_for(provenance, base, next(base.parameters()).device, started)
+    about = dict(
+        batch_size=batch_size, augment=repr(augment) if augment is not None else "none",
+        params=params.describe() if params is not None else "all", n_params=n_params,
+        world=world,
+    )  # fmt: skip
+    return _result(rows, per_batch, about, provenance)
+
+
+def _curvature_extras(density, vectors, steps, trace, matvecs) -> dict[str, int]:
+    """The SLQ and Hutch++ budgets (0: not computed), checked."""
+    if (density and min(vectors, steps) < 1) or (trace and matvecs < 6):
+        raise ConfigError("SLQ needs >= 1 vector and step; Hutch++ needs >= 6 matvecs")
+    return dict(
+        density_vectors=vectors if density else 0,
+        density_steps=steps if density else 0,
+        trace_matvecs=matvecs if trace else 0,
+    )
+
+
+def _result(rows, per_batch: dict[str, Any], about: dict[str, Any], provenance) -> HessianResult:
     nep, ape = nep_ape(v for r in rows for v in r[1])
-    device = next(base.parameters()).device
+    lanczos_only = per_batch["method"] == "lanczos"
+    settings = ("k", "which", "method", "tol", "max_iter", "objective", "train_mode", "seed")
     return HessianResult(
-        provenance=provenance_for(provenance, base, device, started),
+        provenance=provenance,
         eigenvalues=[r[1] for r in rows],
         batch_index=[r[0] for r in rows],
         loss=[r[2] for r in rows],
@@ -644,17 +655,14 @@ def hessian_spectrum(
         converged=[r[5] for r in rows],
         nep=nep,
         ape=ape,
-        batch_size=batch_size,
-        bound=bound if method == "lanczos" else "n/a",
-        block_size=block_size if method == "lanczos" else 1,
-        weight_decay=float(weight_decay) if objective == "nll+l2" else 0.0,
-        augment=repr(augment) if augment is not None else "none",
-        params=params.describe() if params is not None else "all",
-        n_params=n_params,
-        world=world,
-        **{key: per_batch[key] for key in ("k", "which", "method", "tol", "max_iter")},
-        **{key: per_batch[key] for key in ("objective", "train_mode", "seed")},
-        **extra,
+        bound=per_batch["bound"] if lanczos_only else "n/a",
+        block_size=per_batch["block_size"] if lanczos_only else 1,
+        weight_decay=(
+            float(per_batch["weight_decay"]) if per_batch["objective"] == "nll+l2" else 0.0
+        ),
+        **{key: per_batch[key] for key in settings},
+        **about,
+        **per_batch["extra"],
         **_extra_fields(rows),
     )
 

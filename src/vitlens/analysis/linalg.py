@@ -283,18 +283,13 @@ def lanczos(
     """
     n = op.size
     need = 2 * k if which == "both" else k
-    if not 1 <= need <= n:
-        raise ValueError(f"cannot find {need} eigenvalues of a {n}-dimensional operator")
-    max_iter = min(n, max_iter if max_iter is not None else max(4 * need, 100))
-    max_iter = max(max_iter, need)
+    max_iter = _lanczos_steps(n, need, max_iter)
     gen = _generator(seed)
     basis = _Basis(n, op.dtype, op.device)
     alphas: list[float] = []
     betas: list[float] = []
-    v = _randn(op, gen)
-    beta = 0.0
+    v, beta, converged = _randn(op, gen), 0.0, False
     block = 0  # first step of the current Krylov block (> 0 after a restart)
-    converged = False
     for j in range(max_iter):
         basis.append(v)
         w = op.matvec(v)
@@ -318,16 +313,11 @@ def lanczos(
             v = basis.orthogonalize(_randn(op, gen))
             v = v / v.norm()
             continue
-        if j + 1 >= need:
-            idx = _wanted(theta, k, which)
-            res_all = (beta * s[-1]).abs()
-            errors = _error_bounds(theta, idx, res_all[idx], res_all, bound)
-            if bool((errors <= tol * scale).all()) and (
-                block == 0
-                or _block_settled(alphas[block:], betas[block:], beta, which, tol * scale)
-            ):
-                converged = True
-                break
+        if j + 1 >= need and _ritz_settled(
+            theta, s, beta, (k, which, bound, tol * scale), alphas[block:], betas[block:], block
+        ):
+            converged = True
+            break
         if j + 1 < max_iter:
             betas.append(beta)
             v = w / beta
@@ -339,6 +329,24 @@ def lanczos(
         y = s[:, idx].to(device=op.device, dtype=op.dtype)
         vectors = basis.q.T @ y  # (n, m) @ (m, k) -> (n, k)
     return Eigs(theta[idx], vectors, res, converged, len(alphas))
+
+
+def _lanczos_steps(n: int, need: int, max_iter: int | None) -> int:
+    if not 1 <= need <= n:
+        raise ValueError(f"cannot find {need} eigenvalues of a {n}-dimensional operator")
+    return max(min(n, max_iter if max_iter is not None else max(4 * need, 100)), need)
+
+
+def _ritz_settled(theta, s, beta, wanted, alphas, betas, block) -> bool:
+    """Whether the wanted Ritz values are within tolerance (`wanted` = (k, which, bound,
+    absolute tolerance)), and, after a restart, the current Krylov block has settled too."""
+    k, which, bound, tol = wanted
+    idx = _wanted(theta, k, which)
+    res_all = (beta * s[-1]).abs()
+    errors = _error_bounds(theta, idx, res_all[idx], res_all, bound)
+    if not bool((errors <= tol).all()):
+        return False
+    return block == 0 or _block_settled(alphas, betas, beta, which, tol)
 
 
 def _orthonormal_block(

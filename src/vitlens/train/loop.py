@@ -45,7 +45,7 @@ from vitlens.train.checkpoint import (
     tidy_generations,
 )
 from vitlens.train.metrics import MetricSums, soft_cross_entropy
-from vitlens.train.precision import resolve_for_run
+from vitlens.train.precision import record_precision, resolve_for_run
 from vitlens.train.resume import (
     config_changes,
     config_text,
@@ -112,6 +112,7 @@ class RunState:
     mixer: Any = None
     autocast: Any = field(default_factory=nullcontext)
     precision: str = "fp32"  # the autocast mode chosen for the run (train/precision.py)
+    precision_choice: Any = None  # and why: written to precision.json with the first writes
     writer: Any = None
     progress: _Progress | None = None
     lr: float = 0.0
@@ -207,6 +208,7 @@ class Trainer:
         )
         run.autocast = precision.autocast()  # the forward only: weights, AdamW, loss stay fp32
         run.precision = run.state_base["precision"] = precision.mode
+        run.precision_choice = precision
         if dist.is_main():
             self._write_start(run)
         run.progress = _Progress(enabled=not self.quiet and dist.is_main())
@@ -336,6 +338,7 @@ class Trainer:
         write_text(
             self.out / "config.yaml", config_text(self.cfg, run.state_base["config_changes"])
         )
+        record_precision(self.out, run.precision_choice)  # after config.yaml: resumable
         for text in run.notices:
             _notice(text)
         if run.rewrite_metrics:

@@ -316,10 +316,11 @@ def resolve_for_run(cfg, model, device, run: Path, *, resume: bool, **probe: Any
         # A run from before precision.json existed trained in bf16 on CUDA, in fp32 elsewhere.
         legacy = "bf16" if device.type == "cuda" else "fp32"
         return Precision("auto", legacy, "resumed a run without precision.json", str(device))
-    choice = choose_precision(cfg, model, device, **probe)
-    if dist.is_main():
-        from vitlens.atomic import write_text as atomic_write_text
+    return choose_precision(cfg, model, device, **probe)
 
-        path.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(path, json.dumps(choice.record(), indent=1) + "\n")
-    return choice
+
+def record_precision(run: Path, choice: Precision) -> None:
+    """Write the run's `precision.json` (rank 0, with the run's other first writes)."""
+    from vitlens.atomic import write_text
+
+    write_text(Path(run) / RECORD, json.dumps(choice.record(), indent=1) + "\n")
