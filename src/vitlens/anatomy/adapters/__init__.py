@@ -4,4 +4,9 @@ Importing this package registers them with `vitlens.anatomy.register_adapter`; e
 imports only torch and checks class names, so neither timm nor torchvision is needed to import it.
 """
 
-from vitlens.anatomy.adapters import timm_models, torchvision_models  # noqa: F401  (registers)
+# generic first: adapters are checked newest first, so the fallback is asked last.
+from vitlens.anatomy.adapters import (  # noqa: F401  (registers)
+    huggingface,
+    timm_models,
+    torchvision_models,
+)
