@@ -224,6 +224,7 @@ AUTHORS: dict[str, AuthorsRelease] = {
 
 
 CONVERTERS: dict[str, Callable[[Mapping[str, object]], StateDict]] = {
+    "native": _unwrap,  # the model's own key names (timm, torchvision weights for their models)
     "timm_vit": from_timm_vit,
     "timm_pit": from_timm_pit,
     "timm_swin": from_timm_swin,
@@ -266,9 +267,9 @@ def load_converted(model: nn.Module, state_dict: Mapping[str, object], source: s
     name = getattr(model, "vitlens_name", type(model).__name__)
     if problems:
         raise VitlensError(
-            f"{source} weights do not fit {name}; check that the model was created with the "
-            "checkpoint's configuration (sizes, depths, heads, window, classes).\n  "
-            + "\n  ".join(problems)
+            f"{'the' if source == 'native' else source} weights do not fit {name}; check that the "
+            "model was created with the checkpoint's configuration (sizes, depths, heads, window, "
+            "classes).\n  " + "\n  ".join(problems)
         )
     try:
         model.load_state_dict(converted, strict=True)
