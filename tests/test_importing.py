@@ -177,17 +177,21 @@ def test_a_hugging_face_folder_imports_as_its_classification_model(tmp_path):
 
 
 def test_the_command_exits_2_on_bad_input_and_0_on_success(tmp_path):
-    def run(*args):
-        return subprocess.run(
-            [sys.executable, "-m", "vitlens.cli", "import", *args],
-            capture_output=True,
-            text=True,
-            cwd=tmp_path,
-        )
+    from typer.testing import CliRunner
 
-    bad = run("tim:vit_tiny_patch16_224", "--out", "out")
+    from vitlens.cli import app
+
+    bad = subprocess.run(
+        [sys.executable, "-m", "vitlens.cli", "import", "tim:vit_ti", "--out", "out"],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+    )
     assert bad.returncode == 2 and "Traceback" not in bad.stderr
     assert "Did you mean timm:" in bad.stderr and not (tmp_path / "out").exists()
-    good = run("authors:vit_ti", "--out", "run", "--image-size", "16")
-    assert good.returncode == 0, good.stderr
-    assert (tmp_path / "run" / "checkpoints" / "final.json").exists()
+    run = tmp_path / "run"
+    good = CliRunner().invoke(
+        app, ["import", "authors:vit_ti", "--out", str(run), "--image-size", "16"]
+    )
+    assert good.exit_code == 0, good.output
+    assert (run / "checkpoints" / "final.json").exists()

@@ -418,5 +418,17 @@ def import_command(
     )
 
 
+@app.command("export")
+def export_command(
+    path: Path = typer.Argument(..., help="A Result JSON, a run folder or a study folder."),
+    csv: Path = typer.Option(..., "--csv", help="Folder for the CSV files (one per Result)."),
+) -> None:
+    """Results as tidy long-format CSV tables (model, block, kind, stage, depth, metric, value)."""
+    from vitlens.export import export_csv
+
+    for written in export_csv(path, csv):
+        console.print(f"{written}")
+
+
 if __name__ == "__main__":
     main()
