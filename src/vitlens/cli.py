@@ -385,5 +385,51 @@ def main() -> None:
         raise
 
 
+@app.command("import")
+def import_command(
+    source: str = typer.Argument(
+        ..., help="timm:NAME, torchvision:NAME, hf:DIR (save_pretrained folder) or authors:NAME."
+    ),
+    out: Path = typer.Option(..., help="The run folder to write (must not exist yet)."),
+    weights: Path = typer.Option(
+        None, help=".safetensors, .pth/.pth.tar (weights_only) or a Google .npz (timm ViTs)."
+    ),
+    num_classes: int = typer.Option(None, help="Classifier size (default: the dataset's)."),
+    in_chans: int = typer.Option(None, help="Input channels (default: the dataset's)."),
+    image_size: int = typer.Option(None, help="Input side (default: what the model is made for)."),
+    dataset: str = typer.Option(None, help="The data it is evaluated and analysed on."),
+    data_dir: str = typer.Option(None, help="Where datasets are found."),
+) -> None:
+    """Turn a model trained elsewhere into a run folder (for eval, analyze, study, train --init)."""
+    from vitlens.importing import import_model
+
+    report = import_model(
+        source,
+        out,
+        weights=weights,
+        num_classes=num_classes,
+        in_chans=in_chans,
+        image_size=image_size,
+        dataset=dataset,
+        data_dir=data_dir,
+    )
+    console.print(
+        f"[bold]{report.model}[/] ({report.parameters:,} parameters, {report.blocks}) "
+        f"for {report.dataset} -> {report.out}"
+    )
+
+
+@app.command("export")
+def export_command(
+    path: Path = typer.Argument(..., help="A Result JSON, a run folder or a study folder."),
+    csv: Path = typer.Option(..., "--csv", help="Folder for the CSV files (one per Result)."),
+) -> None:
+    """Results as tidy long-format CSV tables (model, block, kind, stage, depth, metric, value)."""
+    from vitlens.export import export_csv
+
+    for written in export_csv(path, csv):
+        console.print(f"{written}")
+
+
 if __name__ == "__main__":
     main()

@@ -75,6 +75,12 @@ class Result:
         body = dataclasses.asdict(self)
         return {"analysis": self.analysis, "schema": self.schema, **body}
 
+    def to_frame(self):
+        """This Result as a tidy long-format pandas DataFrame (`vitlens.export`)."""
+        from vitlens.export import to_frame
+
+        return to_frame(self)
+
     def save(self, path: str | Path) -> Path:
         """Write as JSON to `path` atomically (temporary file, then rename)."""
         return write_json(path, self.to_dict(), indent=1)

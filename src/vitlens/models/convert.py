@@ -1,4 +1,4 @@
-"""Load weights trained elsewhere (timm, torchvision) into vitlens models.
+"""Load weights trained elsewhere (timm, torchvision, the paper's authors) into vitlens models.
 
 The paper's released CIFAR-100 checkpoints are timm `VisionTransformer`,
 `PoolingVisionTransformer` and `SwinTransformer` models, and a torchvision-style ResNet with a
@@ -16,6 +16,11 @@ Both timm layouts are accepted: timm >= 0.9 (PiT pools inside `transformers.{i}.
 merging at the start of a stage, head under `head.fc`) and the older layout the paper's
 checkpoints were saved with (`pools.{i}`, merging at the end of a stage, bare `head`).
 
+The authors' release (`AUTHORS`): ViT-Ti, PiT-Ti and Swin-Ti are timm 0.5.4 models (the old timm
+layouts above); ResNet-50 and AlterNet-50 are the authors' own classes in xxxnell/how-do-vits-work
+`models/` (`layer0`, `conv1.0`, `shortcut.*`, `classifier.0.dense`, ...), converted by
+`from_authors_resnet` / `from_authors_alternet`.
+
 One deliberate difference: on maps that the Swin window does not tile (never at 32x32), timm lets
 queries attend to the zero padding tokens, while vitlens masks them; outputs then differ.
 """
@@ -24,6 +29,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 
 import torch
 from torch import nn
@@ -83,15 +89,18 @@ def from_timm_vit(state_dict: Mapping[str, object]) -> StateDict:
 def from_timm_pit(state_dict: Mapping[str, object]) -> StateDict:
     """timm `PoolingVisionTransformer` -> vitlens `PiT`.
 
-    Position embeddings are (1, C, H, W) in both. timm's pool before stage i (i >= 1) is
-    `transformers.{i}.pool` (timm >= 0.9) or `pools.{i-1}` (older timm); ours is `pools.{i-1}`.
+    Position embeddings are (1, C, H, W) in both. timm >= 0.9 pools at the start of stage i >= 1
+    (`transformers.{i}.pool`); timm 0.5.4 (the authors' release) pools at the end of stage i < last
+    (`transformers.{i}.pool` from i = 0). Ours is `pools.{k}` between stages k and k + 1.
     """
+    sd = _unwrap(state_dict)
+    offset = 0 if any(k.startswith("transformers.0.pool.") for k in sd) else 1
     rules: list[Rule] = [
         (r"^patch_embed\.conv\.", "patch_embed."),
         (r"^transformers\.(\d+)\.blocks\.", r"stages.\1."),
-        (r"^transformers\.(\d+)\.pool\.", lambda m: f"pools.{int(m.group(1)) - 1}."),
+        (r"^transformers\.(\d+)\.pool\.", lambda m: f"pools.{int(m.group(1)) - offset}."),
     ]
-    return _rename(_unwrap(state_dict), rules)
+    return _rename(sd, rules)
 
 
 def from_timm_swin(state_dict: Mapping[str, object]) -> StateDict:
@@ -133,11 +142,95 @@ def from_torchvision_resnet(state_dict: Mapping[str, object]) -> StateDict:
     return _rename(_unwrap(state_dict), rules)
 
 
+# The authors' own ResNet (models/resnet.py + resnet_dnn_block.py): layer0 stem, blocks with
+# conv{k} = Sequential(conv, bn), `shortcut` = Sequential(conv, bn), GAP classifier.
+_AUTHORS_RESNET: list[Rule] = [
+    (r"^layer0\.0\.", "stem.0."),
+    (r"^layer0\.1\.", "stem.1."),
+    (r"^layer(\d+)\.(\d+)\.conv(\d)\.0\.", lambda m: f"{_stage(m)}.conv{m.group(3)}."),
+    (r"^layer(\d+)\.(\d+)\.conv(\d)\.1\.", lambda m: f"{_stage(m)}.bn{m.group(3)}."),
+    (r"^layer(\d+)\.(\d+)\.shortcut\.", lambda m: f"{_stage(m)}.downsample."),
+    (r"^classifier\.0\.dense\.", "head."),
+]
+
+# The authors' AlterNet (models/alternet.py + preresnet_dnn_block.py): pre-activation blocks with
+# `bn` on the input and conv{2,3} = Sequential(bn, relu, conv); MSA blocks (AttentionBlockB) with
+# norm1 / conv / norm2 / attn; StemB nests its Sequential as layer0.layer0; BNGAP classifier.
+_AUTHORS_ALTERNET: list[Rule] = [
+    (r"^layer0\.layer0\.0\.", "stem.0."),
+    (r"^layer(\d+)\.(\d+)\.bn\.", lambda m: f"{_stage(m)}.bn1."),
+    (r"^layer(\d+)\.(\d+)\.conv1\.weight", lambda m: f"{_stage(m)}.conv1.weight"),
+    (r"^layer(\d+)\.(\d+)\.conv(\d)\.0\.", lambda m: f"{_stage(m)}.bn{m.group(3)}."),
+    (r"^layer(\d+)\.(\d+)\.conv(\d)\.2\.", lambda m: f"{_stage(m)}.conv{m.group(3)}."),
+    (r"^layer(\d+)\.(\d+)\.shortcut\.0\.", lambda m: f"{_stage(m)}.downsample."),
+    (r"^layer(\d+)\.(\d+)\.norm1\.", lambda m: f"{_stage(m)}.bn1."),
+    (r"^layer(\d+)\.(\d+)\.conv\.", lambda m: f"{_stage(m)}.conv1."),
+    (r"^layer(\d+)\.(\d+)\.norm2\.", lambda m: f"{_stage(m)}.bn2."),
+    (r"^layer(\d+)\.(\d+)\.attn\.pos_embedding$", lambda m: f"{_stage(m)}.attn.rel_pos_bias"),
+    (r"^layer(\d+)\.(\d+)\.attn\.attn\.to_out\.0\.", lambda m: f"{_stage(m)}.attn.attn.proj."),
+    (r"^layer(\d+)\.(\d+)\.attn\.", lambda m: f"{_stage(m)}.attn."),  # the merged qkv
+    (r"^classifier\.0\.bn\.", "final_act.0."),
+    (r"^classifier\.0\.dense\.", "head."),
+]
+
+
+def _stage(m: re.Match[str]) -> str:
+    """`stages.{L-1}.{i}` for the authors' `layer{L}.{i}` (layer0 is the stem)."""
+    return f"stages.{int(m.group(1)) - 1}.{m.group(2)}"
+
+
+def from_authors_resnet(state_dict: Mapping[str, object]) -> StateDict:
+    """The authors' post-activation ResNet (`resnet_dnn_50`, CIFAR stem) -> vitlens `ResNet`."""
+    return _rename(_unwrap(state_dict), _AUTHORS_RESNET)
+
+
+def _authors_attention(sd: StateDict) -> StateDict:
+    """Attention2d's 1x1 convs `to_q` and `to_kv` become one qkv Linear; the (2p-1, 2p-1) table,
+    indexed by key - query offsets, becomes our flat table indexed by query - key offsets."""
+    out = dict(sd)
+    for key in [k for k in sd if k.endswith(".attn.attn.to_q.weight")]:
+        stem = key[: -len("to_q.weight")]
+        q, kv = out.pop(key), out.pop(f"{stem}to_kv.weight")
+        out[f"{stem}qkv.weight"] = torch.cat([q, kv]).flatten(1)  # rows: q, k, v
+    for key in [k for k in out if k.endswith(".attn.to_out.0.weight")]:
+        out[key] = out[key].flatten(1)  # (out, inner, 1, 1) -> (out, inner)
+    for key in [k for k in out if k.endswith(".attn.pos_embedding")]:
+        out[key] = out[key].flip(0, 1).flatten()
+    return out
+
+
+def from_authors_alternet(state_dict: Mapping[str, object]) -> StateDict:
+    """The authors' AlterNet (pre-activation bottlenecks, AttentionBlockB) -> vitlens `AlterNet`."""
+    sd = _authors_attention(_unwrap(state_dict))
+    return _rename(sd, _AUTHORS_ALTERNET)
+
+
+@dataclass(frozen=True)
+class AuthorsRelease:
+    """A layout of the authors' CIFAR-100 release (official_repo.md §2.11) and its vitlens model."""
+
+    model: str  # vitlens registry name
+    source: str  # key of CONVERTERS
+    layout: str  # where the key names come from
+
+
+AUTHORS: dict[str, AuthorsRelease] = {
+    "vit_ti": AuthorsRelease("vit_ti", "timm_vit", "timm 0.5.4 VisionTransformer"),
+    "pit_ti": AuthorsRelease("pit_ti", "timm_pit", "timm 0.5.4 PoolingVisionTransformer"),
+    "swin_ti": AuthorsRelease("swin_ti", "timm_swin", "timm 0.5.4 SwinTransformer"),
+    "resnet50": AuthorsRelease("resnet50", "authors_resnet", "models/resnet.py resnet_dnn_50"),
+    "alternet50": AuthorsRelease("alternet50", "authors_alternet", "models/alternet.py AlterNet"),
+}
+
+
 CONVERTERS: dict[str, Callable[[Mapping[str, object]], StateDict]] = {
+    "native": _unwrap,  # the model's own key names (timm, torchvision weights for their models)
     "timm_vit": from_timm_vit,
     "timm_pit": from_timm_pit,
     "timm_swin": from_timm_swin,
     "torchvision_resnet": from_torchvision_resnet,
+    "authors_resnet": from_authors_resnet,
+    "authors_alternet": from_authors_alternet,
 }
 
 
@@ -174,9 +267,9 @@ def load_converted(model: nn.Module, state_dict: Mapping[str, object], source: s
     name = getattr(model, "vitlens_name", type(model).__name__)
     if problems:
         raise VitlensError(
-            f"{source} weights do not fit {name}; check that the model was created with the "
-            "checkpoint's configuration (sizes, depths, heads, window, classes).\n  "
-            + "\n  ".join(problems)
+            f"{'the' if source == 'native' else source} weights do not fit {name}; check that the "
+            "model was created with the checkpoint's configuration (sizes, depths, heads, window, "
+            "classes).\n  " + "\n  ".join(problems)
         )
     try:
         model.load_state_dict(converted, strict=True)

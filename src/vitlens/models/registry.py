@@ -117,6 +117,11 @@ def create_model(
         UnknownNameError: `name` is not registered.
         ConfigError: an override the family does not accept, or a value it rejects.
     """
+    if ":" in name:  # an outside model (`vitlens import`): timm:NAME, torchvision:NAME, hf:DIR
+        from vitlens.importing import build_foreign
+
+        sizes = dict(num_classes=num_classes, image_size=image_size, in_chans=in_chans)
+        return build_foreign(name, **sizes, **overrides)
     if name not in MODELS:
         close = fnmatch.filter(MODELS, f"*{name.split('_')[0]}*") or list(MODELS)
         raise UnknownNameError(f"unknown model {name!r}; did you mean one of {close}?")

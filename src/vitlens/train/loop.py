@@ -546,7 +546,14 @@ def _save_snapshot(out: Path, model: nn.Module, epoch: int) -> None:
 def _tensorboard(out: Path):
     try:
         from torch.utils.tensorboard import SummaryWriter
-    except ImportError:  # tensorboard is a dependency; tolerate its absence in odd installs
+    except ImportError:  # an optional extra: the run goes on, its metrics.jsonl has everything
+        import sys
+
+        print(
+            "note: tensorboard is not installed, so no TensorBoard logs "
+            "(pip install 'vitlens[tensorboard]')",
+            file=sys.stderr,
+        )
         return None
     return SummaryWriter(log_dir=str(out / "tensorboard"))
 

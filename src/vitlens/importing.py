@@ -1,0 +1,495 @@
+"""`vitlens import SOURCE --out RUN`: a model trained elsewhere becomes a run folder.
+
+SOURCE is one of
+
+- `timm:NAME` — any timm model, random init or `--weights` (.safetensors, .pth/.pth.tar read with
+  `torch.load(weights_only=True)`, or a Google .npz for timm's ViT family);
+- `torchvision:NAME` — any torchvision classification model, with `--weights` as above;
+- `hf:DIR` — a Hugging Face folder written by `save_pretrained` (`config.json`, and
+  `model.safetensors` unless the model is to start from random weights), always loaded as its
+  `...ForImageClassification` model so that it has logits;
+- `authors:NAME` — the how-do-vits-work CIFAR-100 release (`vit_ti`, `pit_ti`, `swin_ti`,
+  `resnet50`, `alternet50`): a vitlens model, `--weights` being the released `{name, state_dict}`.
+
+The run folder is what `vitlens train` leaves: `config.yaml` and `checkpoints/final.json` +
+`final.model.safetensors`, so `eval`, `analyze`, `study` and `train --init` accept it. The record's
+`model_spec` names the model so that `vitlens.models.create_model` rebuilds it (outside models are
+built by `build_foreign`), and its `import` entry says where it came from: source, weights file
+name and SHA-256, and the normalisation of the dataset it is evaluated on (`--dataset`, whose
+mean/std every command applies) next to the one the model declares, if any.
+
+Bad input (an unknown prefix or name, a folder without config.json, weights that do not fit, a
+pickle that `weights_only` refuses, an image size the model cannot take, a dataset that does not
+fit) raises a `VitlensError`, and nothing is written to `--out`: the folder is assembled under a
+temporary name and renamed into place at the end.
+"""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import json
+import os
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from vitlens.errors import UnknownNameError, VitlensError
+
+PREFIXES = ("timm", "torchvision", "hf", "authors")
+_PICKLES = (".pth", ".pth.tar", ".pt", ".bin", ".ckpt", ".tar")
+
+
+def parse_source(source: str) -> tuple[str, str]:
+    """(`timm`, `vit_tiny_patch16_224`) from `timm:vit_tiny_patch16_224`."""
+    prefix, sep, name = source.partition(":")
+    if not sep or prefix not in PREFIXES:
+        close = difflib.get_close_matches(prefix if sep else source, PREFIXES, n=2)
+        hint = f" Did you mean {' or '.join(f'{c}:' for c in close)}?" if close else ""
+        raise UnknownNameError(
+            f"unknown model source {source!r}.{hint} SOURCE is timm:NAME, torchvision:NAME, "
+            "hf:DIR or authors:NAME"
+        )
+    if not name:
+        raise VitlensError(f"{prefix}: needs a name, e.g. {prefix}:{_EXAMPLES[prefix]}")
+    return prefix, name
+
+
+_EXAMPLES = {
+    "timm": "vit_tiny_patch16_224",
+    "torchvision": "resnet18",
+    "hf": "path/to/folder",
+    "authors": "vit_ti",
+}
+
+
+def _library(module: str, extra: str):
+    import importlib
+
+    try:
+        return importlib.import_module(module)
+    except ImportError:
+        raise VitlensError(
+            f"this source needs {module}: pip install 'vitlens[{extra}]' (or pip install {module})"
+        ) from None
+
+
+def _unknown(kind: str, name: str, known: list[str]) -> UnknownNameError:
+    close = difflib.get_close_matches(name, known, n=5, cutoff=0.5)
+    hint = f" Close matches: {', '.join(close)}." if close else ""
+    return UnknownNameError(f"no {kind} model named {name!r}.{hint}")
+
+
+# ------------------------------------------------------------------------------- building
+
+
+def build_foreign(
+    name: str,
+    *,
+    num_classes: int,
+    image_size: int,
+    in_chans: int,
+    drop_path: float = 0.0,
+    **args: Any,
+) -> nn.Module:
+    """An outside model by its run name (`timm:...`, `torchvision:...`, `hf:...`), random init.
+
+    `vitlens.models.create_model` hands such names here, so run folders of imported models
+    rebuild like any other, and `vitlens train timm:NAME --init RUN` fine-tunes one.
+    """
+    prefix, rest = parse_source(name)
+    if drop_path and prefix != "timm":
+        raise VitlensError(f"drop_path is applied to timm models only; set drop_path: 0 for {name}")
+    if prefix == "timm":
+        model = _timm_model(rest, num_classes, in_chans, image_size, drop_path)
+    elif prefix == "torchvision":
+        model = _torchvision_model(rest, num_classes, in_chans, image_size)
+    elif prefix == "hf":
+        config = _hf_config(rest, args.get("config"), num_classes, image_size, in_chans)
+        model = _hf_model(config)
+    else:
+        raise VitlensError(f"{name}: authors' models are vitlens models; build {rest} by name")
+    model.vitlens_name = name
+    model.vitlens_config = {"num_classes": num_classes, "image_size": image_size, **args}
+    return model
+
+
+def _timm_model(name, num_classes, in_chans, image_size, drop_path) -> nn.Module:
+    timm = _library("timm", "timm")
+    if name not in timm.list_models():
+        raise _unknown("timm", name, timm.list_models())
+    kwargs = dict(num_classes=num_classes, in_chans=in_chans)
+    if drop_path:
+        kwargs["drop_path_rate"] = drop_path
+    try:
+        return timm.create_model(name, pretrained=False, img_size=image_size, **kwargs)
+    except TypeError as err:  # a model without a fixed input size takes no img_size
+        if "img_size" not in str(err):
+            raise VitlensError(f"cannot build timm:{name}: {err}") from err
+    return timm.create_model(name, pretrained=False, **kwargs)
+
+
+def _torchvision_model(name, num_classes, in_chans, image_size) -> nn.Module:
+    models = _library("torchvision.models", "dev")
+    known = models.list_models(module=models)
+    if name not in known:
+        raise _unknown("torchvision classification", name, known)
+    if in_chans != 3:
+        raise VitlensError(
+            f"torchvision:{name} takes 3-channel images, not {in_chans}; pick an RGB --dataset "
+            "(cifar10, cifar100, imagefolder:PATH)"
+        )
+    try:
+        return models.get_model(name, weights=None, num_classes=num_classes, image_size=image_size)
+    except TypeError:  # only the ViTs fix their input size
+        return models.get_model(name, weights=None, num_classes=num_classes)
+
+
+def _hf_config(folder: str, saved: dict | None, num_classes=None, image_size=None, in_chans=None):
+    """The folder's (or a run's saved) config, with the given sizes (None: keep the saved one)."""
+    transformers = _library("transformers", "hf")
+    if saved is not None:
+        values = dict(saved)
+        config = transformers.AutoConfig.for_model(values.pop("model_type"), **values)
+    else:
+        if not (Path(folder) / "config.json").is_file():
+            raise VitlensError(
+                f"{folder} is not a Hugging Face model folder: it has no config.json "
+                "(write one with model.save_pretrained(folder))"
+            )
+        config = transformers.AutoConfig.from_pretrained(folder)
+    if num_classes is not None:
+        config.num_labels = num_classes
+    if image_size is not None and hasattr(config, "image_size"):
+        config.image_size = image_size
+    if in_chans is not None:
+        config.num_channels = in_chans
+    return config
+
+
+def _hf_model(config) -> nn.Module:
+    transformers = _library("transformers", "hf")
+    try:
+        return transformers.AutoModelForImageClassification.from_config(config)
+    except ValueError as err:
+        raise VitlensError(
+            f"transformers has no image-classification model for {type(config).__name__}: {err}"
+        ) from err
+
+
+# -------------------------------------------------------------------------------- weights
+
+
+def sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def read_weights(path: Path) -> dict[str, Any]:
+    """A state dict from .safetensors, or from a pickle read with `weights_only=True` only."""
+    if not path.is_file():
+        raise VitlensError(f"no weights file at {path}")
+    name = path.name.lower()
+    if name.endswith(".safetensors"):
+        from safetensors import SafetensorError
+        from safetensors.torch import load_file
+
+        try:
+            return load_file(str(path))
+        except SafetensorError as err:
+            raise VitlensError(f"{path} is not a readable safetensors file: {err}") from None
+    if not name.endswith(_PICKLES):
+        raise VitlensError(
+            f"{path}: weights must be .safetensors, .pth/.pth.tar (or a Google .npz for timm)"
+        )
+    try:
+        loaded = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # UnpicklingError and friends: whatever the restricted unpickler says
+        raise VitlensError(
+            f"{path} is a pickle that torch.load(weights_only=True) refuses to read, so vitlens "
+            f"will not open it (it could run code). Convert it to .safetensors where it was "
+            f"made. torch said: {str(err).splitlines()[0]}"
+        ) from None
+    if not isinstance(loaded, dict):
+        raise VitlensError(f"{path} holds a {type(loaded).__name__}, not a state dict")
+    return loaded
+
+
+def _load_into(prefix: str, name: str, model: nn.Module, path: Path) -> None:
+    from vitlens.models.convert import AUTHORS, load_converted
+
+    if path.name.lower().endswith(".npz"):
+        if prefix != "timm" or not hasattr(model, "load_pretrained"):
+            raise VitlensError(f"{path}: Google .npz weights load into timm's ViT family only")
+        try:
+            model.load_pretrained(str(path))
+        except Exception as err:  # timm's npz reader raises whatever numpy or torch raise
+            raise VitlensError(f"{path} does not fit timm:{name}: {err}") from None
+        return
+    source = AUTHORS[name].source if prefix == "authors" else "native"
+    load_converted(model, read_weights(path), source)
+
+
+# ------------------------------------------------------------------------------ importing
+
+
+@dataclass
+class Imported:
+    """What `import_model` built, before it is written."""
+
+    model: nn.Module
+    spec: dict[str, Any]
+    origin: dict[str, Any] = field(default_factory=dict)
+
+
+def _hf_import(folder: str, num_classes, image_size, in_chans) -> Imported:
+    config = _hf_config(folder, None, num_classes, image_size, in_chans)
+    num_classes, in_chans = config.num_labels, getattr(config, "num_channels", 3)
+    image_size = image_size or getattr(config, "image_size", None) or 224
+    weights = Path(folder) / "model.safetensors"
+    if not weights.is_file():
+        model, origin = _hf_model(config), {"weights": None}
+    else:
+        model = _hf_pretrained(folder, config)
+        origin = {"weights": weights.name, "weights_sha256": sha256_of(weights)}
+    origin["config_sha256"] = sha256_of(Path(folder) / "config.json")
+    spec = _spec(f"hf:{Path(folder).resolve()}", num_classes, image_size, in_chans)
+    spec["args"] = {"config": config.to_dict()}
+    return Imported(model, spec, origin)
+
+
+def _hf_pretrained(folder: str, config) -> nn.Module:
+    """The folder's classification model, its weights checked key by key."""
+    transformers = _library("transformers", "hf")
+    try:
+        model, info = transformers.AutoModelForImageClassification.from_pretrained(
+            folder, config=config, output_loading_info=True, ignore_mismatched_sizes=True
+        )
+    except (OSError, ValueError, RuntimeError) as err:
+        raise VitlensError(f"transformers cannot load {folder}: {err}") from None
+    _check_hf_loading(folder, info)
+    return model
+
+
+def _check_hf_loading(folder: str, info: dict[str, list]) -> None:
+    from vitlens.models.convert import _listing
+
+    problems = [
+        f"{label} keys ({len(keys)}): {_listing(sorted(map(str, keys)))}"
+        for label, keys in (
+            ("missing", info.get("missing_keys") or []),
+            ("unexpected", info.get("unexpected_keys") or []),
+            ("mismatched", info.get("mismatched_keys") or []),
+        )
+        if keys
+    ]
+    if problems:
+        raise VitlensError(
+            f"the weights in {folder} do not fit its config (a bare backbone has no classifier: "
+            "save the ...ForImageClassification model).\n  " + "\n  ".join(problems)
+        )
+
+
+def _spec(name: str, num_classes: int, image_size: int, in_chans: int) -> dict[str, Any]:
+    return {
+        "name": name,
+        "num_classes": num_classes,
+        "image_size": image_size,
+        "in_chans": in_chans,
+        "args": {},
+    }
+
+
+def _declared_size(prefix: str, name: str) -> int:
+    """The input side a model is made for, used when --image-size is not given."""
+    if prefix == "authors":
+        return 32
+    if prefix == "timm":
+        cfg = _library("timm", "timm").models.get_pretrained_cfg(name)
+        return int(cfg.input_size[-1]) if cfg and cfg.input_size else 224
+    return 224
+
+
+def build_import(source: str, *, weights, num_classes, image_size, in_chans) -> Imported:
+    """The model a SOURCE names, with its weights, and the spec its run records."""
+    from vitlens.models import create_model
+    from vitlens.models.convert import AUTHORS
+
+    prefix, name = parse_source(source)
+    if prefix == "hf":
+        if weights is not None:
+            raise VitlensError("hf:DIR reads DIR/model.safetensors; --weights is not used")
+        return _hf_import(name, num_classes, image_size, in_chans)
+    if prefix == "authors" and name not in AUTHORS:
+        raise _unknown("authors'", name, list(AUTHORS))
+    if prefix == "timm" and name not in _library("timm", "timm").list_models():
+        raise _unknown("timm", name, _library("timm", "timm").list_models())
+    image_size = image_size or _declared_size(prefix, name)
+    # The authors' models are vitlens models: their runs are native (`train vit_ti --init RUN`).
+    run_name = AUTHORS[name].model if prefix == "authors" else source
+
+    model = create_model(
+        run_name, num_classes=num_classes, image_size=image_size, in_chans=in_chans
+    )
+    origin: dict[str, Any] = {"weights": None}
+    if weights is not None:
+        path = Path(weights)
+        _load_into(prefix, name, model, path)
+        origin = {"weights": path.name, "weights_sha256": sha256_of(path)}
+    return Imported(model, _spec(run_name, num_classes, image_size, in_chans), origin)
+
+
+def _check_forward(model: nn.Module, spec: dict[str, Any]) -> None:
+    """The model takes a batch at the recorded size and returns one logit per class."""
+    from vitlens.anatomy import anatomy_of
+
+    side, chans = spec["image_size"], spec["in_chans"]
+    model.eval()
+    try:
+        with torch.no_grad():
+            logits = anatomy_of(model, need_blocks=False).forward(
+                model, torch.zeros(2, chans, side, side)
+            )
+    except VitlensError:
+        raise
+    except Exception as err:  # the model's own complaint, e.g. a patch grid that does not fit
+        raise VitlensError(
+            f"{spec['name']} cannot take {chans}x{side}x{side} images (try another --image-size): "
+            f"{str(err).splitlines()[0] if str(err) else type(err).__name__}"
+        ) from None
+    if logits.ndim != 2 or logits.shape[1] != spec["num_classes"]:
+        raise VitlensError(
+            f"{spec['name']} returns logits of shape {tuple(logits.shape)}, not "
+            f"(batch, {spec['num_classes']})"
+        )
+
+
+def _check_dataset(info, spec: dict[str, Any]) -> None:
+    if info.in_chans != spec["in_chans"] or info.num_classes != spec["num_classes"]:
+        raise VitlensError(
+            f"{info.name} has {info.in_chans} channels and {info.num_classes} classes, but the "
+            f"model takes {spec['in_chans']} channels and predicts {spec['num_classes']} classes; "
+            "pick a --dataset that fits, or --num-classes / --in-chans for a new model"
+        )
+
+
+def _model_normalisation(model: nn.Module, prefix: str, name: str) -> dict | None:
+    """The mean/std the model declares (timm pretrained_cfg, HF preprocessor), if any."""
+    from vitlens.anatomy import anatomy_of
+
+    spec = anatomy_of(model, need_blocks=False).input
+    if spec.mean and spec.std:
+        return {"mean": list(spec.mean), "std": list(spec.std)}
+    processor = Path(name) / "preprocessor_config.json"
+    if prefix == "hf" and processor.is_file():
+        values = json.loads(processor.read_text())
+        if "image_mean" in values and "image_std" in values:
+            return {"mean": values["image_mean"], "std": values["image_std"]}
+    return None
+
+
+@dataclass(frozen=True)
+class ImportReport:
+    out: Path
+    model: str
+    dataset: str
+    parameters: int
+    blocks: str  # what the anatomy found, or why it cannot see inside
+
+
+def import_model(
+    source: str,
+    out: str | Path,
+    *,
+    weights: str | Path | None = None,
+    num_classes: int | None = None,
+    in_chans: int | None = None,
+    image_size: int | None = None,
+    dataset: str | None = None,
+    data_dir: str | None = None,
+) -> ImportReport:
+    """Build SOURCE (with `weights`), check it against `dataset`, and write the run folder `out`."""
+    from vitlens.data import DEFAULT_DATASET, dataset_info
+
+    out = Path(out)
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise VitlensError(f"{out} already exists and is not empty; choose a new --out")
+    info = dataset_info(dataset or DEFAULT_DATASET, data_dir)
+    prefix, name = parse_source(source)
+    if prefix != "hf":  # an HF folder brings its own classes and channels
+        num_classes = num_classes or info.num_classes
+        in_chans = in_chans or info.in_chans
+    built = build_import(
+        source, weights=weights, num_classes=num_classes, image_size=image_size, in_chans=in_chans
+    )
+    _check_forward(built.model, built.spec)
+    _check_dataset(info, built.spec)
+    built.origin.update(
+        source=source,
+        dataset=info.name,
+        normalisation={"dataset": {"mean": list(info.mean), "std": list(info.std)}}
+        | {"model": _model_normalisation(built.model, prefix, name)},
+    )
+    _write_run(out, built, info, data_dir)
+    return ImportReport(
+        out,
+        built.spec["name"],
+        info.name,
+        sum(p.numel() for p in built.model.parameters()),
+        _anatomy_summary(built.model),
+    )
+
+
+def _anatomy_summary(model: nn.Module) -> str:
+    from vitlens.anatomy import anatomy_of
+
+    try:
+        blocks = anatomy_of(model).blocks
+    except VitlensError as err:
+        return f"no blocks: {err}"
+    kinds: dict[str, int] = {}
+    for b in blocks:
+        kinds[b.kind] = kinds.get(b.kind, 0) + 1
+    return f"{len(blocks)} blocks (" + ", ".join(f"{n} {k}" for k, n in kinds.items()) + ")"
+
+
+def _write_run(out: Path, built: Imported, info, data_dir: str | None) -> None:
+    """config.yaml and checkpoints/final.* under a temporary name, then renamed to `out`."""
+    from vitlens.config import dump_yaml, make_config
+    from vitlens.train.checkpoint import atomic_write_text, save_checkpoint
+
+    config = make_config(
+        "quick",
+        model=built.spec["name"],
+        dataset=info.name,
+        image_size=built.spec["image_size"],
+        augment="none",  # how it was trained is unknown: analyses see plain training images
+        data_dir=data_dir,
+        model_args=built.spec["args"],
+    )
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.import{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    try:
+        tmp.mkdir()
+        atomic_write_text(tmp / "config.yaml", dump_yaml(config))
+        state = {
+            "config": config.to_dict(),
+            "model_spec": built.spec,
+            "dataset": info.name,
+            "classes": list(info.classes),
+            "import": built.origin,
+        }
+        save_checkpoint(tmp / "checkpoints", "final", built.model, None, state)
+        if out.exists():
+            out.rmdir()  # empty, checked above
+        os.replace(tmp, out)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)

@@ -1,0 +1,24 @@
+"""docs/api.md's worked examples run as written (in order, in one namespace)."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+DOC = Path(__file__).resolve().parents[1] / "docs" / "api.md"
+
+
+def test_the_worked_examples_run(capsys):
+    pytest.importorskip("timm")
+    pytest.importorskip("transformers")
+    pytest.importorskip("pandas")
+    blocks = re.findall(r"```python\n(.*?)```", DOC.read_text(), flags=re.S)
+    assert len(blocks) == 4
+    namespace: dict = {}
+    for code in blocks:
+        exec(compile(code, str(DOC), "exec"), namespace)  # noqa: S102 (our own documentation)
+    out = capsys.readouterr().out
+    assert "['embed', 'block0.msa', 'block0.mlp']" in out
+    assert "block1.mlp" in out and "msa" in out  # the lesion table, one row per block
