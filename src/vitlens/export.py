@@ -18,13 +18,14 @@ from __future__ import annotations
 
 import csv
 import io
-import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from vitlens.analysis.result import Result, load_result
+from vitlens.atomic import write_text
 from vitlens.errors import VitlensError
+from vitlens.locks import holding_lock
 
 COLUMNS = (
     "model",
@@ -131,6 +132,7 @@ def _results_under(path: Path) -> list[tuple[Path, Path]]:
     raise VitlensError(f"{path} is neither a Result JSON, a run folder nor a study folder")
 
 
+@holding_lock("out", "export folder")
 def export_csv(path: str | Path, out: str | Path) -> list[Path]:
     """One CSV per Result in `path` (a Result, a run or a study) under `out`; returns them."""
     path, out = Path(path), Path(out)
@@ -143,11 +145,5 @@ def export_csv(path: str | Path, out: str | Path) -> list[Path]:
     for source, relative in found:
         target = out / relative
         target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = target.with_name(f".{target.name}.tmp{os.getpid()}")
-        try:
-            tmp.write_text(to_csv_text(load_result(source)))
-            os.replace(tmp, target)
-        finally:
-            tmp.unlink(missing_ok=True)
-        written.append(target)
+        written.append(write_text(target, to_csv_text(load_result(source))))
     return written

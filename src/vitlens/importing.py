@@ -462,8 +462,9 @@ def _anatomy_summary(model: nn.Module) -> str:
 
 def _write_run(out: Path, built: Imported, info, data_dir: str | None) -> None:
     """config.yaml and checkpoints/final.* under a temporary name, then renamed to `out`."""
+    from vitlens.atomic import write_text as atomic_write_text
     from vitlens.config import dump_yaml, make_config
-    from vitlens.train.checkpoint import atomic_write_text, save_checkpoint
+    from vitlens.train.checkpoint import save_checkpoint
 
     config = make_config(
         "quick",
