@@ -22,6 +22,7 @@ from typing import Any, Literal
 import yaml
 
 from vitlens.errors import ConfigError
+from vitlens.presets import TRAIN_PRESETS
 
 
 @dataclass
@@ -116,33 +117,8 @@ class TrainConfig:
         return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
 
 
-PRESETS: dict[str, dict[str, Any]] = {
-    "quick": dict(
-        epochs=5,
-        warmup_epochs=1,
-        batch_size=128,
-        lr=1e-3,
-        weight_decay=0.05,
-        clip_grad=5.0,
-        augment="basic",
-        mixup=False,
-        label_smoothing=0.0,
-        drop_path=0.0,
-    ),
-    "paper": dict(
-        epochs=300,
-        warmup_epochs=5,
-        batch_size=96,
-        lr=1.25e-4,
-        weight_decay=0.05,
-        clip_grad=5.0,
-        augment="paper",
-        mixup=True,
-        label_smoothing=0.1,
-        drop_path=0.1,
-        decay_exempt=False,  # the authors decay every parameter
-    ),
-}
+# The training presets live with the study presets, in one place.
+PRESETS = TRAIN_PRESETS
 
 
 def check_field_types(cls: type, values: dict[str, Any], where: str) -> None:

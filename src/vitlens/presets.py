@@ -1,12 +1,46 @@
-"""The study presets, typed: which models a study trains, on what, for how long.
+"""Every preset of vitlens in one place: the training recipes (values of `TrainConfig` fields,
+checked by `TrainConfig.validate`) and the study presets (typed): which models a study trains,
+on what, for how long, over how many seeds, with which ablations.
 
 How much data each analysis streams at each preset is declared by the analysis itself
-(`AnalysisSpec.budgets`); the training recipe a preset names lives in `vitlens.config`.
+(`AnalysisSpec.budgets`).
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
+
+# Training recipes: `quick` for minutes on a CPU, `paper` the authors' CIFAR-100 recipe.
+TRAIN_PRESETS: dict[str, Mapping[str, Any]] = {
+    "quick": dict(
+        epochs=5,
+        warmup_epochs=1,
+        batch_size=128,
+        lr=1e-3,
+        weight_decay=0.05,
+        clip_grad=5.0,
+        augment="basic",
+        mixup=False,
+        label_smoothing=0.0,
+        drop_path=0.0,
+    ),
+    "paper": dict(
+        epochs=300,
+        warmup_epochs=5,
+        batch_size=96,
+        lr=1.25e-4,
+        weight_decay=0.05,
+        clip_grad=5.0,
+        augment="paper",
+        mixup=True,
+        label_smoothing=0.1,
+        drop_path=0.1,
+        decay_exempt=False,  # the authors decay every parameter
+    ),
+}
+
 
 NANO = ("vit_nano", "pit_nano", "swin_nano", "resnet_nano", "alternet_nano")
 PAPER = ("vit_ti", "pit_ti", "swin_ti", "resnet50", "alternet50")
