@@ -39,7 +39,11 @@ from vitlens.analysis.variance import VarianceResult, spatial_variance, variance
 from vitlens.anatomy import describe, lesioned, record
 from vitlens.errors import VitlensError
 from vitlens.models import create_model
-from vitlens.report import figures_features as figures
+from vitlens.report.plots import attention as attention_plots
+from vitlens.report.plots import cka as cka_plots
+from vitlens.report.plots import fourier as fourier_plots
+from vitlens.report.plots import lesion as lesion_plots
+from vitlens.report.plots import variance as variance_plots
 
 timm = pytest.importorskip("timm")
 
@@ -432,11 +436,11 @@ MODELS = {
     "timm_resnet18": lambda: timm.create_model("resnet18", num_classes=CLASSES),
 }
 ANALYSES = {
-    "fourier": (fourier, FourierResult, figures.plot_fourier),
-    "variance": (variance, VarianceResult, figures.plot_variance),
-    "cka": (cka, CKAResult, figures.plot_cka),
-    "lesion": (lesion, LesionResult, figures.plot_lesion),
-    "attention": (attention_stats, AttentionResult, figures.plot_attention),
+    "fourier": (fourier, FourierResult, fourier_plots.plot_fourier),
+    "variance": (variance, VarianceResult, variance_plots.plot_variance),
+    "cka": (cka, CKAResult, cka_plots.plot_cka),
+    "lesion": (lesion, LesionResult, lesion_plots.plot_lesion),
+    "attention": (attention_stats, AttentionResult, attention_plots.plot_attention),
 }
 
 

@@ -454,12 +454,9 @@ def test_polar_trajectory_of_known_snapshots(tmp_path):
 
 
 def test_figures_are_nonempty_pngs(tmp_path):
-    from vitlens.report.figures_surface import (
-        plot_hessian_spectra,
-        plot_landscape,
-        plot_landscape_curves,
-        plot_trajectory,
-    )
+    from vitlens.report.plots.hessian import plot_hessian_spectra
+    from vitlens.report.plots.landscape import plot_landscape, plot_landscape_curves
+    from vitlens.report.plots.trajectory import plot_trajectory
 
     g = torch.Generator().manual_seed(0)
     spectra = [

@@ -26,11 +26,8 @@ from vitlens.analysis.corruption_eval import (
 from vitlens.analysis.freqnoise_eval import FreqNoiseResult, frequency_noise_robustness
 from vitlens.data.dataset import mix_seed
 from vitlens.errors import ConfigError, UnknownNameError, VitlensError
-from vitlens.report.figures_robustness import (
-    plot_corruption_bars,
-    plot_corruption_heatmap,
-    plot_frequency_noise,
-)
+from vitlens.report.plots.corruptions import plot_corruption_bars, plot_corruption_heatmap
+from vitlens.report.plots.freqnoise import plot_frequency_noise
 from vitlens.robustness import (
     CORRUPTIONS,
     band_mask,

@@ -119,7 +119,7 @@ def test_c10_is_judged_at_the_largest_eps():
 
 
 def test_freqnoise_figure_draws_every_eps(tmp_path):
-    from vitlens.report.figures_robustness import plot_frequency_noise
+    from vitlens.report.plots.freqnoise import plot_frequency_noise
 
     vit = _freq_result("vit_nano", {0.1: [0.0, -0.02], 0.3: [-0.05, -0.03], 0.7: [-0.2, -0.04]})
     single = _freq_result("vit_nano", {0.7: [-0.2, -0.04]})
@@ -222,7 +222,7 @@ def test_density_and_trace_options_are_checked(small_hessian):
 
 
 def test_hessian_figure_shows_the_density_beside_the_spectra(small_hessian, tmp_path):
-    from vitlens.report.figures_surface import plot_hessian_spectra
+    from vitlens.report.plots.hessian import plot_hessian_spectra
 
     model, data, _, _ = small_hessian
     with_density = _spectrum(model, data, density_vectors=2, density_steps=10)
@@ -357,7 +357,7 @@ def test_pca_directions_equal_an_svd_of_the_snapshot_differences(tmp_path, cente
 
 def test_trajectory_figure_shows_the_pca_path_beside_the_polar_one(tmp_path):
     from vitlens.analysis.trajectory import polar_trajectory
-    from vitlens.report.figures_surface import plot_trajectory
+    from vitlens.report.plots.trajectory import plot_trajectory
 
     _write_snapshots(tmp_path / "run" / "snapshots")
     with_pca = polar_trajectory(tmp_path / "run")

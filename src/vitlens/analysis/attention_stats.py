@@ -409,7 +409,7 @@ SPEC = register_analysis(
         figures=(
             Figure(
                 "attention",
-                "vitlens.report.figures_features:plot_attention",
+                "vitlens.report.plots.attention:plot_attention",
                 "Mean attention distance and entropy per head and block.",
             ),
         ),

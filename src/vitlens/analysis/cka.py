@@ -311,7 +311,7 @@ SPEC = register_analysis(
         figures=(
             Figure(
                 "cka",
-                "vitlens.report.figures_features:plot_cka",
+                "vitlens.report.plots.cka:plot_cka",
                 "Representational similarity (minibatch linear CKA) between all pairs of blocks.",
             ),
         ),

@@ -507,12 +507,12 @@ SPEC = register_analysis(
         figures=(
             Figure(
                 "corruptions",
-                "vitlens.report.figures_robustness:plot_corruption_bars",
+                "vitlens.report.plots.corruptions:plot_corruption_bars",
                 "Accuracy under the 15 common corruptions (mean over 5 severities).",
             ),
             Figure(
                 "corruptions_heatmap",
-                "vitlens.report.figures_robustness:plot_corruption_heatmap",
+                "vitlens.report.plots.corruptions:plot_corruption_heatmap",
                 "Accuracy per corruption and severity.",
             ),
         ),

@@ -312,7 +312,7 @@ SPEC = register_analysis(
         figures=(
             Figure(
                 "fourier",
-                "vitlens.report.figures_features:plot_fourier",
+                "vitlens.report.plots.fourier:plot_fourier",
                 "Relative log amplitude of the feature maps' Fourier transform (paper Fig. 2a, "
                 "8). Left: curves along the spectrum's half-diagonal, up to the Nyquist "
                 "frequency 1.0π on even-sized maps. Right, against depth with MSA blocks "

@@ -354,7 +354,7 @@ SPEC = register_analysis(
         figures=(
             Figure(
                 "freqnoise",
-                "vitlens.report.figures_robustness:plot_frequency_noise",
+                "vitlens.report.plots.freqnoise:plot_frequency_noise",
                 "Change in accuracy under frequency-band noise, models overlaid (paper Fig. 2b).",
             ),
         ),

@@ -763,7 +763,7 @@ SPEC = register_analysis(
         figures=(
             Figure(
                 "hessian",
-                "vitlens.report.figures_surface:plot_hessian_spectra",
+                "vitlens.report.plots.hessian:plot_hessian_spectra",
                 "Hessian max-eigenvalue spectra (top eigenvalues per minibatch of augmented "
                 "training data, NLL + L2), models overlaid; NEP and APE in the legend "
                 "(paper Fig. 1c, 4).",

@@ -613,12 +613,12 @@ SPEC = register_analysis(
         figures=(
             Figure(
                 "landscape",
-                "vitlens.report.figures_surface:plot_landscape",
+                "vitlens.report.plots.landscape:plot_landscape",
                 "2-D loss landscape (NLL + L2) along filter-normalized random directions.",
             ),
             Figure(
                 "landscape_1d",
-                "vitlens.report.figures_surface:plot_landscape_curves",
+                "vitlens.report.plots.landscape:plot_landscape_curves",
                 "1-D slices of the loss landscapes, models overlaid (paper Fig. 1a).",
             ),
         ),

@@ -189,7 +189,7 @@ SPEC = register_analysis(
         figures=(
             Figure(
                 "lesion",
-                "vitlens.report.figures_features:plot_lesion",
+                "vitlens.report.plots.lesion:plot_lesion",
                 "Change in accuracy and NLL when one residual branch is removed (paper §4).",
             ),
         ),

@@ -303,7 +303,7 @@ SPEC = register_analysis(
         figures=(
             Figure(
                 "trajectory",
-                "vitlens.report.figures_surface:plot_trajectory",
+                "vitlens.report.plots.trajectory:plot_trajectory",
                 "Optimization trajectory. Left, in polar form: distance to the final weights "
                 "against the angle to the initial displacement (paper Fig. 1b). Right: the path "
                 "projected on the top-2 principal directions of the snapshots' differences from "

@@ -157,7 +157,7 @@ SPEC = register_analysis(
         figures=(
             Figure(
                 "variance",
-                "vitlens.report.figures_features:plot_variance",
+                "vitlens.report.plots.variance:plot_variance",
                 "Feature-map variance against depth, MSA blocks shaded (paper Fig. 9).",
             ),
         ),

@@ -235,7 +235,7 @@ def seed_views(plan, results, rows) -> list[StudyView]:
 
 
 def _ablation_figures(view: StudyView, folder: StudyFolder) -> dict[str, tuple[Path, str]]:
-    from vitlens.report.ablation_figures import FIGURES
+    from vitlens.report.plots.ablations import FIGURES
 
     drawn = {}
     for name, draw, caption in FIGURES:
