@@ -171,6 +171,10 @@ def test_a_hugging_face_folder_imports_as_its_classification_model(tmp_path):
     model, record = load_model(tmp_path / "run")
     torch.testing.assert_close(logits(model), theirs(X).logits, rtol=0, atol=1e-6)
     assert record["import"]["weights"] == "model.safetensors"
+    from vitlens.train.evaluation import evaluate_checkpoint
+
+    metrics = evaluate_checkpoint(tmp_path / "run", batch_size=1000)  # logits from the output
+    assert metrics["samples"] == 2000 and 0 <= metrics["acc"] <= 1
     with pytest.raises(VitlensError, match="has no config.json"):
         import_model(f"hf:{tmp_path}", tmp_path / "out")
     assert not (tmp_path / "out").exists()

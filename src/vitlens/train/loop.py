@@ -23,6 +23,7 @@ from torch import nn
 
 from vitlens import __version__
 from vitlens import distributed as dist
+from vitlens.anatomy.spec import output_logits
 from vitlens.atomic import (
     append_json_line,
     remove_temporaries,
@@ -413,7 +414,7 @@ class Trainer:
         else:
             targets = smooth_targets(y, run.num_classes, cfg.label_smoothing)
         with run.autocast:
-            logits = run.ddp_model(x)
+            logits = output_logits(run.ddp_model(x))  # HF models: an output object
         loss = soft_cross_entropy(logits.float(), targets)
         if not torch.isfinite(loss):
             what = f"the training loss became {loss.item()} at {where}"
@@ -532,7 +533,7 @@ def evaluate(
     loader = torch.utils.data.DataLoader(dataset, batch_sampler=batches)
     sums = MetricSums(bins=bins)
     for x, y in loader:
-        logits = model(x.to(device))
+        logits = output_logits(model(x.to(device)))  # HF models: an output object
         sums.add(logits.float(), y.to(device))
     sums.load_tensor(dist.all_reduce_sum(sums.as_tensor()))
     model.train(was_training)
