@@ -298,3 +298,10 @@ def test_every_declared_option_default_is_the_functions_own():
             default = params[option.name].default
             if default is not inspect.Parameter.empty:
                 assert option.default == default, (spec.name, option.name)
+
+
+def test_hessian_of_a_model_with_an_unused_parameter(dictnet):
+    # DINOv2 keeps a mask token its forward never touches: it has no gradient and no curvature.
+    dictnet.unused = nn.Parameter(torch.ones(3))
+    h = hessian_spectrum(dictnet, _batches(1), weight_decay=0.0, k=2, batch_size=8, n_batches=1)
+    assert all(math.isfinite(v) for v in h.eigenvalues[0])

@@ -278,9 +278,10 @@ class HessianOperator:
             seeded_rng(seed, first.device),
         ):
             loss = criterion(anatomy_of(model, need_blocks=False).forward(model, x), targets)
-            grads = torch.autograd.grad(loss, self.params, create_graph=True)
+            # A parameter the forward never uses (DINOv2's mask token) has no gradient.
+            grads = torch.autograd.grad(loss, self.params, create_graph=True, allow_unused=True)
         # Only gradients that still depend on parameters carry second-order information.
-        self._live = [i for i, g in enumerate(grads) if g.requires_grad]
+        self._live = [i for i, g in enumerate(grads) if g is not None and g.requires_grad]
         self._grads: tuple[torch.Tensor, ...] | None = grads
         self.nll = loss.item()
         sq = sum(p.detach().double().pow(2).sum() for p in self.params)
@@ -338,7 +339,12 @@ class HessianOperator:
         """The flat gradient of the objective (NLL gradient + weight_decay * theta)."""
         if self._grads is None:
             raise VitlensError("this HessianOperator was closed")
-        g = torch.cat([g.detach().reshape(-1) for g in self._grads])
+        g = torch.cat(
+            [
+                (torch.zeros_like(p) if g is None else g.detach()).reshape(-1)
+                for g, p in zip(self._grads, self.params, strict=True)
+            ]
+        )
         if self.weight_decay:
             g = g + self.weight_decay * torch.cat([p.detach().reshape(-1) for p in self.params])
         return g

@@ -70,8 +70,8 @@ def anatomy_of(model: nn.Module, *, need_blocks: bool = True) -> Anatomy:
         return Anatomy((), explicit=every_known_switch)
     raise VitlensError(
         f"vitlens cannot see inside a {type(model).__module__}.{type(model).__name__}: it is not a "
-        "vitlens model and no adapter describes it (known: timm ViT/DeiT, PiT, Swin, ResNet; "
-        "torchvision ResNet, ViT, Swin). Give the model an `anatomy()` method returning "
+        "vitlens model and no adapter describes it (known: timm, torchvision and Hugging Face "
+        "vision models). Give the model an `anatomy()` method returning "
         "vitlens.anatomy.Block objects, or register one with vitlens.anatomy.register_adapter."
     )
 
