@@ -208,6 +208,12 @@ def main() -> None:
         "seconds_all": runs,
         "seconds_median": med,
         "speedup_vs_pyhessian": {k: med["pyhessian"] / med[k] for k in runs if k != "pyhessian"},
+        # Process CPU time (one thread): robust to other processes on a shared machine.
+        "cpu_seconds_all": cpu,
+        "cpu_seconds_median": cpu_med,
+        "speedup_vs_pyhessian_cpu": {
+            k: cpu_med["pyhessian"] / cpu_med[k] for k in runs if k != "pyhessian"
+        },
         "vitlens_at_least_as_accurate": max(errors["vitlens_lanczos"]) <= min(errors["pyhessian"]),
     }
     if not args.no_tight:
