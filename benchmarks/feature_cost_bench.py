@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import statistics
 import time
@@ -64,24 +65,37 @@ def main() -> None:
         "models": {},
         "machine": {"platform": platform.platform(), "processor": platform.processor()},
         "torch": torch.__version__,
+        "cpu_count": os.cpu_count(),
     }
     for name in args.models.split(","):
         model = create_model(name, num_classes=10).eval()
         forward_only(model, data[:1])  # warm-up
         seconds: dict[str, list[float]] = {k: [] for k in runs}
+        cpu: dict[str, list[float]] = {k: [] for k in runs}
         for r in range(args.repeats):
             for key, run in runs.items():
-                started = time.perf_counter()
+                started, cpu_started = time.perf_counter(), time.process_time()
                 run(model, data)
                 seconds[key].append(time.perf_counter() - started)
-                print(f"{name} repeat {r}: {key:9s} {seconds[key][-1]:7.3f} s")
+                cpu[key].append(time.process_time() - cpu_started)
+                print(
+                    f"{name} repeat {r}: {key:9s} {seconds[key][-1]:7.3f} s"
+                    f"  cpu {cpu[key][-1]:7.3f} s"
+                )
         median = {k: statistics.median(v) for k, v in seconds.items()}
+        cpu_median = {k: statistics.median(v) for k, v in cpu.items()}
         report["models"][name] = {
             "seconds": seconds,
             "median_seconds": median,
             "ratio_to_forward": {k: median[k] / median["forward"] for k in runs if k != "forward"},
+            # Process CPU time: robust to other processes' load when --threads 1 (no spinning).
+            "cpu_seconds": cpu,
+            "ratio_to_forward_cpu": {
+                k: cpu_median[k] / cpu_median["forward"] for k in runs if k != "forward"
+            },
         }
         print(name, json.dumps(report["models"][name]["ratio_to_forward"]))
+    report["load_average_at_end"] = os.getloadavg()
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_suffix(".tmp")
