@@ -78,8 +78,8 @@ def validation_split(
 
 def _holdout_trainer(config, run: Path, val_fraction: float, **kw):
     """A Trainer that trains on the training set minus the validation split and evaluates on the
-    validation split, so its run's `test_*` metrics are validation metrics (see holdout.json).
-    It never loads the test split."""
+    validation split, so its run's `test_*` metrics are validation metrics (the search folder's
+    holdout.json records the split). It never loads the test split."""
     from vitlens.data import build_transform, class_balanced_subset, load_dataset
     from vitlens.train import Trainer
 
