@@ -295,18 +295,24 @@ class HessianOperator:
         self.n_matvecs += 1
         pieces = list(torch.split(v, [p.numel() for p in self.params]))
         pieces = [piece.view_as(p) for piece, p in zip(pieces, self.params, strict=True)]
-        hv = [torch.zeros_like(p) for p in self.params]
-        if self._live:
-            out = torch.autograd.grad(
-                [self._grads[i] for i in self._live],
-                self.params,
-                grad_outputs=[pieces[i] for i in self._live],
-                retain_graph=True,
-                allow_unused=True,
-            )
-            hv = [h if h is not None else z for h, z in zip(out, hv, strict=True)]
+        hv = self._double_backward(pieces, [torch.zeros_like(p) for p in self.params])
         flat = torch.cat([h.reshape(-1) for h in hv])
         return flat + self.weight_decay * v if self.weight_decay else flat
+
+    def _double_backward(self, pieces, zeros, *, batched: bool = False) -> list[torch.Tensor]:
+        """Per-parameter Hessian products with `pieces` (batched: a leading column axis);
+        `zeros` stand in for parameters with no second-order term."""
+        if not self._live:
+            return zeros
+        out = torch.autograd.grad(
+            [self._grads[i] for i in self._live],
+            self.params,
+            grad_outputs=[pieces[i] for i in self._live],
+            retain_graph=True,
+            allow_unused=True,
+            is_grads_batched=batched,
+        )
+        return [h if h is not None else z for h, z in zip(out, zeros, strict=True)]
 
     def matmat(self, v: torch.Tensor) -> torch.Tensor:
         """H V for a (size, b) block: one batched backward through the retained graph.
@@ -321,17 +327,8 @@ class HessianOperator:
         self.n_matvecs += b
         rows = torch.split(v.T, [p.numel() for p in self.params], dim=1)  # each (b, numel)
         pieces = [r.reshape(b, *p.shape) for r, p in zip(rows, self.params, strict=True)]
-        hv = [torch.zeros(b, *p.shape, dtype=p.dtype, device=p.device) for p in self.params]
-        if self._live:
-            out = torch.autograd.grad(
-                [self._grads[i] for i in self._live],
-                self.params,
-                grad_outputs=[pieces[i] for i in self._live],
-                retain_graph=True,
-                allow_unused=True,
-                is_grads_batched=True,
-            )
-            hv = [h if h is not None else z for h, z in zip(out, hv, strict=True)]
+        zeros = [torch.zeros(b, *p.shape, dtype=p.dtype, device=p.device) for p in self.params]
+        hv = self._double_backward(pieces, zeros, batched=True)
         flat = torch.cat([h.reshape(b, -1) for h in hv], dim=1).T
         return flat + self.weight_decay * v if self.weight_decay else flat
 
