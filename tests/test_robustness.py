@@ -485,7 +485,13 @@ def test_corrupt_then_normalise_and_noise_in_both_spaces():
     for space in ("normalized", "pixel"):
         rec = Recorder()
         frequency_noise_robustness(
-            rec, [(x, y)], eps=0.2, frequencies=[0.5], space=space, normalize=((0.5,), (0.25,))
+            rec,
+            [(x, y)],
+            eps=0.2,
+            frequencies=[0.5],
+            space=space,
+            normalize=((0.5,), (0.25,)),
+            energy="authors",
         )
         g = torch.Generator().manual_seed(mix_seed(0, 500000, 0))  # seed, frequency, batch
         delta = band_noise(x.shape, 0.2, 0.5, 0.1, generator=g)

@@ -64,11 +64,23 @@ def test_freqnoise_sweep_keeps_band_curves_per_eps_and_round_trips(tmp_path):
         assert entry["delta_accuracy"] == single.delta_accuracy
     # Batch 0 at frequency 0.3: the noise the model saw is band_noise at each eps.
     model.seen.clear()
-    frequency_noise_robustness(model, batches[:1], eps=(0.1, 0.7), frequencies=[0.3])
+    frequency_noise_robustness(
+        model, batches[:1], eps=(0.1, 0.7), frequencies=[0.3], energy="authors"
+    )
     clean, at_small, at_large = model.seen
     for seen, e in ((at_small, 0.1), (at_large, 0.7)):
         g = torch.Generator().manual_seed(mix_seed(0, 300000, 0))
         torch.testing.assert_close(seen - clean, band_noise(clean.shape, e, 0.3, 0.1, generator=g))
+    # At equal energy (the default) the same sign pattern is rescaled to the common RMS.
+    model.seen.clear()
+    frequency_noise_robustness(model, batches[:1], eps=0.7, frequencies=[0.3, 0.9])
+    clean, at_low, at_high = model.seen
+    g = torch.Generator().manual_seed(mix_seed(0, 300000, 0))
+    authors = band_noise(clean.shape, 0.7, 0.3, 0.1, generator=g)
+    scale = (at_low - clean).flatten(1).norm(dim=1) / authors.flatten(1).norm(dim=1)
+    torch.testing.assert_close(at_low - clean, authors * scale.view(-1, 1, 1, 1))
+    rms_low, rms_high = ((d - clean).flatten(1).square().mean(1).sqrt() for d in (at_low, at_high))
+    torch.testing.assert_close(rms_low, rms_high)
     torch.testing.assert_close((at_large - clean) / 7, at_small - clean)  # one sign pattern
     saved = load_result(sweep.save(tmp_path / "freqnoise.json"))
     assert saved == sweep and isinstance(saved, FreqNoiseResult)
@@ -100,6 +112,7 @@ def _freq_result(model: str, curves: dict[float, list[float]]) -> FreqNoiseResul
         nll=by_eps[-1]["nll"],
         delta_accuracy=by_eps[-1]["delta_accuracy"],
         by_eps=by_eps,
+        energy="equal",
         provenance=Provenance(model=model),
     )
 

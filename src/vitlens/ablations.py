@@ -13,7 +13,16 @@ import statistics
 from dataclasses import dataclass, field
 from typing import Any
 
-from vitlens.analysis.claim import Claim, StudyView, not_measured, spearman
+from vitlens.analysis.claim import (
+    Claim,
+    StudyView,
+    above_chance,
+    not_measured,
+    requires,
+    spearman,
+    the_vit,
+    tied,
+)
 
 CURVATURE = "hessian"  # the analysis the ablation claims read NEP and APE from
 
@@ -131,6 +140,7 @@ def _curvature(view: StudyView, group: str) -> list[tuple[Any, Any]]:
     return [(v, r) for v, r in found if r is not None]
 
 
+@requires(above_chance(the_vit))
 def c3_less_data(view: StudyView) -> Claim:
     claim = "Less data raises ViT's test error and NLL_train together (not overfitting)"
     paper = "both rise monotonically as the training set shrinks (2 % … 100 %)"
@@ -197,7 +207,12 @@ def c16_more_heads(view: StudyView) -> Claim:
     heads = [float(h) for h, _ in found]
     rho_nep = spearman(heads, [r.nep for _, r in found])
     rho_ape = spearman(heads, [r.ape for _, r in found])
-    measured = ", ".join(f"{h} heads NEP {r.nep:.1%} APE {r.ape:.3g}" for h, r in found)
+    measured = ", ".join(f"{h:g} heads NEP {r.nep:.1%} APE {r.ape:.3g}" for h, r in found)
+    if rho_nep is None or rho_ape is None:
+        flat = "NEP" if rho_nep is None else "APE"
+        return tied(
+            Claim("C16", claim, paper, measured, None), f"{flat} equal for every head count"
+        )
     measured += f" (rank correlation with heads: NEP {rho_nep:+.2f}, APE {rho_ape:+.2f})"
     margin = -(rho_nep + rho_ape) / 2
     return Claim("C16", claim, paper, measured, rho_nep < 0 and rho_ape < 0, margin)

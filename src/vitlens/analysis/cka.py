@@ -35,7 +35,7 @@ from typing import ClassVar
 import torch
 from torch import nn
 
-from vitlens.analysis.claim import Claim, StudyView, not_measured
+from vitlens.analysis.claim import Claim, StudyView, msas_attend, not_measured, requires, the_vit
 from vitlens.analysis.registry import register_analysis
 from vitlens.analysis.result import Provenance, Result
 from vitlens.analysis.spec import FEATURE_BUDGETS, AnalysisSpec, Figure, Inputs
@@ -269,6 +269,7 @@ def _result(provenance, blocks_a, blocks_b, other, acc, n_images, n_batches) -> 
 # -- the paper's claim this analysis measures, and its spec -------------------------------------
 
 
+@requires(msas_attend(the_vit))
 def c12_cka(view: StudyView) -> Claim:
     claim = "Multi-stage models show block-structured CKA; ViT is uniform"
     paper = "block-diagonal for ResNet/PiT/Swin, uniform for ViT"

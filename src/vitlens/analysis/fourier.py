@@ -42,7 +42,15 @@ from typing import ClassVar
 import torch
 from torch import nn
 
-from vitlens.analysis.claim import Claim, StudyView, block_deltas, not_measured
+from vitlens.analysis.claim import (
+    Claim,
+    StudyView,
+    block_deltas,
+    msas_attend,
+    not_measured,
+    requires,
+    the_vit,
+)
 from vitlens.analysis.registry import register_analysis
 from vitlens.analysis.result import Provenance, Result
 from vitlens.analysis.spec import FEATURE_BUDGETS, AnalysisSpec, Figure, Option, streamed
@@ -281,6 +289,7 @@ def fourier(
 # -- the paper's claim this analysis measures, and its spec -------------------------------------
 
 
+@requires(msas_attend(the_vit))
 def c9_low_pass(view: StudyView) -> Claim:
     claim = "MSAs are low-pass: they lower high-frequency amplitude; Convs and MLPs raise it"
     paper = "most ViT MSA blocks lower ΔLog amplitude at 1.0π; MLPs/Convs raise it"

@@ -18,6 +18,13 @@ order of magnitude. Several eps can be swept in one pass (`eps=(0.1, 0.3, 0.7)`)
 one set of band curves per eps (`by_eps`), and its top-level curves are those of the largest eps.
 At every eps a batch gets the same sign pattern; only its amplitude changes.
 
+Energy (`energy`): on small images the bands hold very different numbers of frequencies, so the
+authors' noise is much stronger in some bands than in others (2.9x the RMS at 0.9pi as at 0.1pi on
+28 x 28 pixels); that, not the models, shapes the curve. By default ("equal") every image's noise
+in every band is rescaled to one RMS, `equal_energy_rms`: the RMS the authors' noise has averaged
+in power over the bands, so a sweep carries their total energy spread evenly. "authors" keeps
+their unnormalised construction. The Result records which, and the RMS of the noise per band.
+
 Every model sees the same noise: batch b at frequency f uses the seed `mix_seed(seed, f, b)`.
 Frequencies are split across torchrun ranks; metric sums are added across ranks.
 """
@@ -36,7 +43,7 @@ import torch
 from torch import nn
 
 from vitlens import distributed as dist
-from vitlens.analysis.claim import Claim, StudyView, not_measured
+from vitlens.analysis.claim import Claim, StudyView, msas_attend, not_measured, requires, the_vit
 from vitlens.analysis.corruption_eval import (
     Normalization,
     as_unit_float,
@@ -52,7 +59,14 @@ from vitlens.analysis.streaming import Batch, evaluating, model_name, resolve_de
 from vitlens.anatomy import anatomy_of
 from vitlens.data.dataset import mix_seed
 from vitlens.errors import VitlensError
-from vitlens.robustness.freqnoise import DEFAULT_FREQUENCIES, band_mask, band_noise
+from vitlens.robustness.freqnoise import (
+    DEFAULT_FREQUENCIES,
+    band_mask,
+    band_noise,
+    equal_energy_rms,
+    rescale_rms,
+    rms,
+)
 from vitlens.train.metrics import MetricSums
 
 #: The authors' amplitude (their issue #44), in normalised units.
@@ -71,6 +85,11 @@ class FreqNoiseResult(Result):
         eps_values: every eps evaluated, ascending.
         window: full width of the band in units of pi.
         space: "normalized" or "pixel" (where the noise was added; see the module docstring).
+        energy: "equal" (every band's noise rescaled to one RMS) or "authors" (unnormalised:
+            the band's share of the sign noise's power). Results saved before the option
+            existed read "authors".
+        noise_rms: mean RMS over images of the noise added in each band (units of `space`),
+            at the largest eps.
         seed: seed of the noise.
         image_size: (H, W).
         normalize_mean, normalize_std: the normalisation ([] for none).
@@ -78,8 +97,8 @@ class FreqNoiseResult(Result):
         clean_accuracy, clean_nll: model -> value on the clean images.
         accuracy, nll: model -> one value per frequency.
         delta_accuracy: model -> accuracy minus clean accuracy, per frequency (fractions).
-        by_eps: one entry per eps of `eps_values`: {"eps", "accuracy", "nll", "delta_accuracy"},
-            the last three shaped as the top-level fields.
+        by_eps: one entry per eps of `eps_values`: {"eps", "accuracy", "nll", "delta_accuracy",
+            "rms"}, shaped as the top-level fields (`rms` as `noise_rms`).
     """
 
     analysis: ClassVar[str] = "freqnoise"
@@ -91,6 +110,8 @@ class FreqNoiseResult(Result):
     eps_values: list[float] = field(default_factory=list)
     window: float = 0.1
     space: str = "normalized"
+    energy: str = "authors"
+    noise_rms: list[float] = field(default_factory=list)
     seed: int = 0
     image_size: list[int] = field(default_factory=list)
     normalize_mean: list[float] = field(default_factory=list)
@@ -137,6 +158,7 @@ def frequency_noise_robustness(
     frequencies: Sequence[float] = DEFAULT_FREQUENCIES,
     window: float = 0.1,
     space: Literal["normalized", "pixel"] = "normalized",
+    energy: Literal["equal", "authors"] = "equal",
     normalize: Normalization | None = None,
     seed: int = 0,
     max_batches: int | None = None,
@@ -155,6 +177,8 @@ def frequency_noise_robustness(
         window: Full width of each band in units of pi (the paper's 0.1pi).
         space: "normalized" (the authors': added after normalisation, no clamp) or "pixel"
             (added to the [0, 1] image, clamped, then normalised).
+        energy: "equal" (default): every band's noise rescaled per image to one RMS,
+            `equal_energy_rms` (the authors' average); "authors": their unnormalised noise.
         normalize: `(mean, std)` per channel; None feeds [0, 1] images.
         seed: Seed of the noise (combined with frequency and batch index).
         max_batches: Use at most this many batches (None: all).
@@ -167,14 +191,12 @@ def frequency_noise_robustness(
             outside [0, 1], or empty data.
     """
     started = time.perf_counter()
-    setting = _Setting.checked(frequencies, eps, window, space, seed)
+    setting = _Setting.checked(frequencies, eps, window, space, seed, energy)
     named = _named(models)
     device = resolve_device(device)
     for m in named.values():
         m.to(device)
-    clean, noisy, size, mean, std = _evaluate(
-        named, batches, setting, normalize, max_batches, device, progress
-    )
+    sums = _evaluate(named, batches, setting, normalize, max_batches, device, progress)
     provenance = dataclasses.replace(
         provenance or Provenance.now(),
         device=str(device),
@@ -182,7 +204,7 @@ def frequency_noise_robustness(
     )
     if not provenance.model:
         provenance = dataclasses.replace(provenance, model=", ".join(named))
-    return _result(list(named), setting, clean, noisy, size, mean, std, provenance)
+    return _result(list(named), setting, sums, provenance)
 
 
 @dataclass(frozen=True)
@@ -192,70 +214,104 @@ class _Setting:
     window: float
     space: str
     seed: int
+    energy: str
 
     @staticmethod
-    def checked(frequencies, eps, window, space, seed) -> _Setting:
+    def checked(frequencies, eps, window, space, seed, energy) -> _Setting:
         values = [float(eps)] if isinstance(eps, (int, float)) else [float(e) for e in eps]
         if not values or not all(e > 0 for e in values):
             raise VitlensError(f"eps must be positive (one value or several), got {eps}")
         if space not in ("normalized", "pixel"):
             raise VitlensError(f"space must be 'normalized' or 'pixel', got {space!r}")
+        if energy not in ("equal", "authors"):
+            raise VitlensError(f"energy must be 'equal' or 'authors', got {energy!r}")
         freqs = [float(f) for f in frequencies]
         if not freqs:
             raise VitlensError("no frequencies to evaluate")
-        return _Setting(freqs, sorted(set(values)), float(window), space, seed)
+        return _Setting(freqs, sorted(set(values)), float(window), space, seed, energy)
+
+    def noise(self, shape, j: int, i: int, batch: int) -> torch.Tensor:
+        """The noise of eps `j`, frequency `i`, batch `batch`: the same for every model and (up
+        to amplitude) every eps, as the seed depends on frequency and batch only."""
+        f = self.frequencies[i]
+        g = torch.Generator().manual_seed(mix_seed(self.seed, round(f * 1e6), batch))
+        delta = band_noise(shape, self.eps_values[j], f, self.window, generator=g)
+        if self.energy == "authors":
+            return delta
+        target = equal_energy_rms(*shape[-2:], self.eps_values[j], self.frequencies, self.window)
+        return rescale_rms(delta, target)
 
 
-def _evaluate(named, batches, setting: _Setting, normalize, max_batches, device, progress):
-    """Metric sums: clean[model] and noisy[model, eps index, frequency index]."""
+@dataclass
+class _Sums:
+    """What one pass over the data adds up: metric sums clean[model] and noisy[model, eps
+    index, frequency index], the summed noise RMS per (eps index, frequency index), and the
+    image size and normalisation seen."""
+
+    clean: dict
+    noisy: dict
+    rms: dict
+    size: list[int] = field(default_factory=list)
+    mean: list[float] = field(default_factory=list)
+    std: list[float] = field(default_factory=list)
+
+
+def _evaluate(named, batches, setting: _Setting, normalize, max_batches, device, progress) -> _Sums:
+    """One pass over the data: every model clean and under every band and eps."""
     freqs, eps_values = setting.frequencies, setting.eps_values
     norm, mean, std = normalizer(normalize, device)
     mine = list(range(len(freqs)))[dist.rank() :: dist.world()]
-    clean = {k: MetricSums() for k in named}
-    noisy = {(k, j, i): MetricSums() for k in named for j in range(len(eps_values))
-             for i in range(len(freqs))}  # fmt: skip
+    bands = [(j, i) for i in range(len(freqs)) for j in range(len(eps_values))]
+    sums = _Sums(
+        clean={k: MetricSums() for k in named},
+        noisy={(k, j, i): MetricSums() for k in named for j, i in bands},
+        rms=torch.zeros(len(eps_values), len(freqs), dtype=torch.float64),
+        mean=mean,
+        std=std,
+    )
     n_batches = batch_count(batches, max_batches)
     total = None if n_batches is None else n_batches * (len(mine) * len(eps_values) + 1)
-    size: list[int] = []
     with contextlib.ExitStack() as stack:
         for m in named.values():
             stack.enter_context(evaluating(m))
         stack.enter_context(torch.no_grad())
         advance = stack.enter_context(work_bar("frequency noise", total, progress))
-        for b, (images, labels) in enumerate(stream(batches, max_batches=max_batches,
-                                                     device=device)):  # fmt: skip
+        data = stream(batches, max_batches=max_batches, device=device)
+        for b, (images, labels) in enumerate(data):
             x = as_unit_float(images)
-            if not size:
-                size = [int(x.shape[-2]), int(x.shape[-1])]
+            if not sums.size:
+                sums.size = [int(x.shape[-2]), int(x.shape[-1])]
                 for f in freqs:
-                    band_mask(*size, f, setting.window)  # fail early on an empty band
+                    band_mask(*sums.size, f, setting.window)  # fail early on an empty band
             xn = norm(x)
             if dist.is_main():  # the clean pass is counted once across ranks
                 for k, m in named.items():
-                    clean[k].add(anatomy_of(m, need_blocks=False).forward(m, xn).float(), labels)
+                    sums.clean[k].add(_logits(m, xn), labels)
             advance()
-            for i, j in ((i, j) for i in mine for j in range(len(eps_values))):
-                # The same noise for every model and (up to amplitude) every eps: the seed
-                # depends on frequency and batch only.
-                g = torch.Generator().manual_seed(mix_seed(setting.seed, round(freqs[i] * 1e6), b))
-                delta = band_noise(x.shape, eps_values[j], freqs[i], setting.window, generator=g)
+            for j, i in ((j, i) for j, i in bands if i in mine):
+                delta = setting.noise(x.shape, j, i, b)
+                sums.rms[j, i] += float(rms(delta).sum())
                 delta = delta.to(device)
-                inputs = (
+                noisy = (
                     xn + delta if setting.space == "normalized" else norm((x + delta).clamp(0, 1))
                 )
                 for k, m in named.items():
-                    noisy[k, j, i].add(
-                        anatomy_of(m, need_blocks=False).forward(m, inputs).float(), labels
-                    )
+                    sums.noisy[k, j, i].add(_logits(m, noisy), labels)
                 advance()
-    reduce_sums([*clean.values(), *noisy.values()])
-    return clean, noisy, size, mean, std
+    reduce_sums([*sums.clean.values(), *sums.noisy.values()])
+    sums.rms = dist.all_reduce_sum(sums.rms)
+    return sums
 
 
-def _result(names, setting: _Setting, clean, noisy, size, mean, std, provenance) -> FreqNoiseResult:
-    c0 = {k: s.result() for k, s in clean.items()}
-    rows = {key: s.result() for key, s in noisy.items()}
+def _logits(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    return anatomy_of(model, need_blocks=False).forward(model, x).float()
+
+
+def _result(names, setting: _Setting, sums: _Sums, provenance) -> FreqNoiseResult:
+    c0 = {k: s.result() for k, s in sums.clean.items()}
+    rows = {key: s.result() for key, s in sums.noisy.items()}
     n_freqs = len(setting.frequencies)
+    n_images = rows[names[0], 0, 0]["samples"]
     by_eps = []
     for j, e in enumerate(setting.eps_values):
         acc = {k: [rows[k, j, i]["acc"] for i in range(n_freqs)] for k in names}
@@ -264,6 +320,7 @@ def _result(names, setting: _Setting, clean, noisy, size, mean, std, provenance)
             "accuracy": acc,
             "nll": {k: [rows[k, j, i]["nll"] for i in range(n_freqs)] for k in names},
             "delta_accuracy": {k: [a - c0[k]["acc"] for a in acc[k]] for k in names},
+            "rms": [float(v) / max(n_images, 1) for v in sums.rms[j]],
         })  # fmt: skip
     top = by_eps[-1]  # the largest eps
     return FreqNoiseResult(
@@ -273,11 +330,13 @@ def _result(names, setting: _Setting, clean, noisy, size, mean, std, provenance)
         eps_values=list(setting.eps_values),
         window=float(setting.window),
         space=setting.space,
+        energy=setting.energy,
+        noise_rms=top["rms"],
         seed=setting.seed,
-        image_size=size,
-        normalize_mean=mean,
-        normalize_std=std,
-        n_images=rows[names[0], 0, 0]["samples"],
+        image_size=sums.size,
+        normalize_mean=sums.mean,
+        normalize_std=sums.std,
+        n_images=n_images,
         clean_accuracy={k: c0[k]["acc"] for k in names},
         clean_nll={k: c0[k]["nll"] for k in names},
         accuracy=top["accuracy"],
@@ -291,12 +350,16 @@ def _result(names, setting: _Setting, clean, noisy, size, mean, std, provenance)
 # -- the paper's claim this analysis measures, and its spec -------------------------------------
 
 
+@requires(msas_attend(the_vit))
 def c10_frequency_noise(view: StudyView) -> Claim:
     claim = "ViT is robust to high-frequency noise, ResNet to low-frequency noise"
     paper = "at 0.8–0.9π ViT −4.3/−4.8 pp vs ResNet −13.6/−15.4 pp"
     r_vit, r_cnn = view.pair("freqnoise")
     if r_vit is None or r_cnn is None:
         return not_measured("C10", claim, paper)
+    if r_vit.energy != "equal" or r_cnn.energy != "equal":
+        why = "not measured: C10 is judged on bands of equal energy; these Results used the "
+        return Claim("C10", claim, paper, why + "authors' unnormalised bands", None)
 
     # Judged at the largest eps both were swept over: where the noise bites, not within noise.
     common = set(r_vit.eps_values or [r_vit.eps]) & set(r_cnn.eps_values or [r_cnn.eps])
@@ -311,7 +374,10 @@ def c10_frequency_noise(view: StudyView) -> Claim:
         return statistics.fmean(hi)
 
     v, c = high(r_vit), high(r_cnn)
-    measured = f"Δacc at ≥0.8π, ε = {eps:g}: ViT {v * 100:+.1f} pp vs ResNet {c * 100:+.1f} pp"
+    measured = (
+        f"Δacc at ≥0.8π, ε = {eps:g}, bands of equal energy: ViT {v * 100:+.1f} pp vs ResNet "
+        f"{c * 100:+.1f} pp"
+    )
     return Claim("C10", claim, paper, measured, v > c, v - c)
 
 
@@ -350,12 +416,15 @@ SPEC = register_analysis(
         options=(
             Option("eps", DEFAULT_EPS, "noise amplitude before band-passing, or a list to sweep"),
             Option("window", 0.1, "full width of each band, in units of π"),
+            Option("energy", "equal", "equal: every band's noise at one RMS; authors: unscaled"),
         ),
         figures=(
             Figure(
                 "freqnoise",
                 "vitlens.report.plots.freqnoise:plot_frequency_noise",
-                "Change in accuracy under frequency-band noise, models overlaid (paper Fig. 2b).",
+                "Change in accuracy under frequency-band noise, models overlaid (paper Fig. 2b). "
+                "By default every band's noise has the same RMS (equal energy; the authors' "
+                "unscaled bands differ in strength on small images); the title says which.",
             ),
         ),
         claims=(c10_frequency_noise,),

@@ -567,7 +567,7 @@ def c8_flat_landscape(view: StudyView) -> Claim:
         return not_measured("C8", claim, paper)
     v, c = landscape_rise(l_vit, 1.0), landscape_rise(l_cnn, 1.0)
     v5, c5 = landscape_rise(l_vit, 0.5), landscape_rise(l_cnn, 0.5)
-    measured = f"ViT +{v5:.3g} / +{v:.3g} vs ResNet +{c5:.3g} / +{c:.3g}"
+    measured = f"ViT {v5:+.3g} / {v:+.3g} vs ResNet {c5:+.3g} / {c:+.3g}"
     return Claim("C8", claim, paper, measured, v < c, c - v)
 
 

@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from vitlens.analysis.claim import Claim, StudyView, not_measured
+from vitlens.analysis.claim import Claim, StudyView, msas_attend, not_measured, requires
 from vitlens.analysis.registry import register_analysis
 from vitlens.analysis.result import Provenance, Result
 from vitlens.analysis.spec import FEATURE_BUDGETS, AnalysisSpec, Figure, Option, streamed
@@ -160,19 +160,78 @@ def lesion(
 # -- the paper's claim this analysis measures, and its spec -------------------------------------
 
 
+@dataclass(frozen=True)
+class StageLesion:
+    """One stage of one model: the lesion of its last MSA against the units before it."""
+
+    stage: int
+    msa: str  # the stage's last MSA block
+    msa_delta: float  # its change in accuracy when lesioned
+    before: list[float]  # the changes of every lesioned unit before it in the stage
+
+    @property
+    def margin(self) -> float:
+        """Mean change of the units before minus the MSA's: positive when the MSA hurts more."""
+        return statistics.fmean(self.before) - self.msa_delta
+
+    @property
+    def outranks(self) -> int:
+        """How many units before it the MSA's lesion hurts more than."""
+        return sum(self.msa_delta < d for d in self.before)
+
+
+def stage_lesions(result: LesionResult) -> list[StageLesion]:
+    """Per stage with an MSA that has units before it: the paper's C13 comparison (§1.13)."""
+    stages = []
+    for stage in sorted(set(result.stages)):
+        units = [
+            (name, kind, delta)
+            for name, kind, st, delta in zip(
+                result.names, result.kinds, result.stages, result.delta_accuracy, strict=True
+            )
+            if st == stage
+        ]
+        last = max((i for i, (_, kind, _) in enumerate(units) if kind == "msa"), default=None)
+        if last:  # None: no MSA in the stage; 0: nothing before it to compare with
+            before = [delta for _, _, delta in units[:last]]
+            stages.append(StageLesion(stage, units[last][0], units[last][2], before))
+    return stages
+
+
+def multi_stage_msa_models(view: StudyView) -> list[str]:
+    """The models C13 judges: every model of the study with a lesion Result that has MSAs in
+    more than one stage or MSAs after other units of their stage (AlterNet, Swin, PiT, ...)."""
+    judged = []
+    for model in view.models:
+        r = view.result("lesion", model)
+        if r is not None and len(set(r.stages)) > 1 and stage_lesions(r):
+            judged.append(model)
+    return judged
+
+
+@requires(msas_attend(multi_stage_msa_models))
 def c13_stage_end_msa(view: StudyView) -> Claim:
-    claim = "MSAs at the end of a stage matter more than the blocks before them"
+    """Stage by stage (paper §1.13): the lesion of the MSA at the end of a stage against the mean
+    lesion of the units before it in that stage. A model holds when its MSA hurts more in most
+    of its stages; the claim holds when it holds for every model judged (each shown)."""
+    claim = "MSAs at the end of a stage matter more than the units before them in the stage"
     paper = "Swin: last MSA of stages 2/3/4 −1.44/−0.56/−1.88 pp; mid-stage units −0.16 … −0.39"
-    model = view.first("alternet", "swin")
-    r = view.result("lesion", model)
-    pairs = list(zip(r.delta_accuracy, r.kinds, strict=True)) if r else []
-    msa = [d for d, k in pairs if k == "msa"]
-    other = [d for d, k in pairs if k != "msa"]
-    if not msa or not other:
+    per_model, verdicts, margins = [], [], []
+    for model in multi_stage_msa_models(view):
+        stages = stage_lesions(view.result("lesion", model))
+        held = [s.margin > 0 for s in stages]
+        verdicts.append(sum(held) * 2 > len(stages))
+        margins.append(statistics.fmean(s.margin for s in stages))
+        per_stage = ", ".join(
+            f"stage {s.stage}: {s.msa_delta * 100:+.1f} vs {statistics.fmean(s.before) * 100:+.1f}"
+            f" pp (worse than {s.outranks} of {len(s.before)})"
+            for s in stages
+        )
+        per_model.append(f"{model}: holds in {sum(held)} of {len(stages)} stages ({per_stage})")
+    if not per_model:
         return not_measured("C13", claim, paper)
-    a, b = statistics.fmean(msa), statistics.fmean(other)
-    measured = f"{model}: MSA lesions {a * 100:+.1f} pp vs other blocks {b * 100:+.1f} pp"
-    return Claim("C13", claim, paper, measured, a < b, b - a)
+    measured = "last MSA vs mean of the units before it; " + "; ".join(per_model)
+    return Claim("C13", claim, paper, measured, all(verdicts), min(margins))
 
 
 SPEC = register_analysis(

@@ -17,7 +17,15 @@ from typing import ClassVar
 import torch
 from torch import nn
 
-from vitlens.analysis.claim import Claim, StudyView, block_deltas, not_measured
+from vitlens.analysis.claim import (
+    Claim,
+    StudyView,
+    block_deltas,
+    msas_attend,
+    not_measured,
+    requires,
+    the_vit,
+)
 from vitlens.analysis.registry import register_analysis
 from vitlens.analysis.result import Provenance, Result
 from vitlens.analysis.spec import FEATURE_BUDGETS, AnalysisSpec, Figure, streamed
@@ -128,6 +136,7 @@ def variance(
 # -- the paper's claim this analysis measures, and its spec -------------------------------------
 
 
+@requires(msas_attend(the_vit))
 def c11_variance(view: StudyView) -> Claim:
     claim = "MSAs reduce feature-map variance; Convs and MLPs increase it"
     paper = "all 12 ViT-Ti MSA blocks lower the variance"

@@ -11,16 +11,24 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from vitlens.analysis.claim import (
+    Check,
     Claim,
     StudyView,
     Verdict,
+    above_chance,
     claim_order,
     combine,
+    every_model,
     not_measured,
+    preconditions_checked,
+    requires,
     spearman,
+    the_vit_and_cnn,
+    tied,
 )
 
 
+@requires(above_chance(the_vit_and_cnn))
 def c1_accuracy(view: StudyView) -> Claim:
     claim = "CNNs beat plain ViT on small data from scratch"
     paper = "ResNet-50 82.6 % > ViT-Ti 66.5 % (CIFAR-100)"
@@ -31,6 +39,7 @@ def c1_accuracy(view: StudyView) -> Claim:
     return Claim("C1", claim, paper, f"{cnn} {a:.1%} vs {vit} {b:.1%}", a > b, a - b)
 
 
+@requires(above_chance(every_model))
 def c2_nll_train(view: StudyView) -> Claim:
     claim = "The ViT gap is not overfitting: NLL_train and test error rise together"
     paper = "NLL_train 2.09 -> 2.57 as error 17 -> 35 % across models"
@@ -38,7 +47,12 @@ def c2_nll_train(view: StudyView) -> Claim:
     if len(rows) < 3:
         return not_measured("C2", claim, paper)
     rho = spearman([r["train_nll"] for r in rows], [1 - r["test_acc"] for r in rows])
-    measured = f"Spearman rank correlation {rho:+.2f} over {len(rows)} models"
+    if rho is None:
+        row = Claim("C2", claim, paper, f"{len(rows)} models", None)
+        return tied(row, "every model has the same NLL_train or the same test error")
+    measured = (
+        f"Spearman rank correlation (average ranks for ties) {rho:+.2f} over {len(rows)} models"
+    )
     return Claim("C2", claim, paper, measured, rho > 0, rho)
 
 
@@ -57,13 +71,22 @@ def c14_alternet(view: StudyView) -> Claim:
 TRAINING_CHECKS: list[Callable[[StudyView], Claim]] = [c1_accuracy, c2_nll_train, c14_alternet]
 
 
-def evaluate_claims(views: list[StudyView]) -> list[Verdict]:
-    """Every claim, measured on each seed's view of the study and combined into a verdict, in
-    the paper's order."""
+def claim_checks() -> list[Callable[[StudyView], Claim]]:
+    """Every claim check: training, ablation and each registered analysis's."""
     from vitlens.ablations import CHECKS as ABLATION_CHECKS
     from vitlens.analysis.registry import analyses
 
     checks = TRAINING_CHECKS + ABLATION_CHECKS
-    checks += [check for spec in analyses() for check in spec.claims]
-    verdicts = [combine([check(view) for view in views]) for check in checks]
+    return checks + [check for spec in analyses() for check in spec.claims]
+
+
+def scale_checks(view: StudyView) -> list[tuple[str, Check]]:
+    """(claim ids, check) for every precondition the claims declare, on one view."""
+    return preconditions_checked(claim_checks(), view)
+
+
+def evaluate_claims(views: list[StudyView]) -> list[Verdict]:
+    """Every claim, measured on each seed's view of the study and combined into a verdict, in
+    the paper's order."""
+    verdicts = [combine([check(view) for view in views]) for check in claim_checks()]
     return sorted(verdicts, key=lambda v: claim_order(v.claim))

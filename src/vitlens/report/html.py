@@ -15,14 +15,21 @@ import json
 from pathlib import Path
 from typing import Any
 
-from vitlens.analysis.claim import StudyView
+from vitlens.analysis.claim import ATTENDING_SHARE, CHANCE_FACTOR, UNTESTABLE, StudyView
 from vitlens.analysis.result import Result, load_result
 from vitlens.atomic import write_text as atomic_write_text
 from vitlens.folders import StudyFolder
-from vitlens.report.claims import evaluate_claims
+from vitlens.report.claims import evaluate_claims, scale_checks
 
 # The introduction of each of the paper's three questions (`vitlens.analysis.spec.SECTIONS`).
 INTROS = {
+    "inside": "A ViT cuts the image into patches, embeds them linearly, adds position embeddings "
+    "and lets multi-head self-attention mix the tokens. For a few fixed test images: where the "
+    "class token attends in each block, the attention rollout through all blocks and the "
+    "gradient rollout for the predicted class; what the position embeddings learned and the "
+    "embedding filters' principal components; and the tokens' norms by depth. The line below "
+    "each model says how far its attention is from uniform: a model that has not learned to "
+    "attend shows near-uniform maps.",
     "optimization": "MSAs flatten the loss landscape but, on small data, leave it non-convex: "
     "look for fewer large positive Hessian eigenvalues and more negative ones for ViT, flatter "
     "landscapes, and a training NLL that tracks the test error (not overfitting).",
@@ -70,7 +77,22 @@ def load_run_rows(runs: dict[str, Path]) -> dict[str, dict[str, Any]]:
             if lines:
                 total = sum(line.get("train_seconds", 0.0) for line in lines)
                 rows[model] = {**lines[-1], "total_train_seconds": total}
+                rows[model]["num_classes"] = _num_classes(run)
     return rows
+
+
+def _num_classes(run: Path) -> int | None:
+    """The classes of a run's model, from its checkpoint record (chance level for the claims)."""
+    for name in ("final.json", "last.json"):
+        path = run / "checkpoints" / name
+        if path.exists():
+            try:
+                spec = json.loads(path.read_text()).get("model_spec") or {}
+            except (OSError, ValueError):
+                return None
+            classes = spec.get("num_classes") if isinstance(spec, dict) else None
+            return classes if isinstance(classes, int) and classes > 0 else None
+    return None
 
 
 def draw_study_figures(
@@ -149,6 +171,7 @@ def _buildup_table(folder: StudyFolder) -> str:
 
 def _claims_table(views: list[StudyView]) -> str:
     css = {"holds": "yes", "does not hold": "no", "inconclusive": "na", "not measured": "na"}
+    css[UNTESTABLE] = "na"
     rows = []
     for v in evaluate_claims(views):
         c, word = v.claim, v.verdict if v.verdict != "not measured" else "n/a"
@@ -179,6 +202,28 @@ def _scale_box(plan: dict[str, Any], steps: dict[str, Any]) -> str:
         f"batches listed in study.json. Total step time {wall / 60:.1f} min. The paper "
         "trains on CIFAR-100 for 300 epochs: at this scale only the <i>direction</i> of each "
         "claim can be checked, not its magnitude.</div>"
+    )
+
+
+def _checks_box(view: StudyView) -> str:
+    """The preconditions the claims declare, checked on this study (first seed): a claim
+    whose check fails reads "not testable at this scale"."""
+    rows = []
+    for ids, c in scale_checks(view):
+        word = {True: "passes", False: "fails", None: "unchecked"}[c.ok]
+        rows.append(
+            f"<tr><td>{html.escape(c.model)}</td><td>{html.escape(c.name)}</td>"
+            f"<td>{html.escape(c.detail)}</td><td>{word}</td><td>{html.escape(ids)}</td></tr>"
+        )
+    if not rows:
+        return ""
+    return (
+        "<div class=scale><b>Can this scale test the claims?</b> Each claim names what its "
+        f"models must have learned: MSAs that attend (most MSA blocks below "
+        f"{ATTENDING_SHARE:.0%} of the uniform entropy log N) and models above chance (test "
+        f"accuracy at least {CHANCE_FACTOR:g}× chance). A claim whose check fails reads "
+        f"<i>{UNTESTABLE}</i>.<table><tr><th>model</th><th>check</th><th>measured</th>"
+        f"<th></th><th>claims</th></tr>{''.join(rows)}</table></div>"
     )
 
 
@@ -268,6 +313,7 @@ def write_report(folder: str | Path) -> Path:
         f"<p>A vitlens study of Park &amp; Kim (ICLR 2022), written "
         f"{datetime.date.today().isoformat()}.</p>",
         _scale_box(plan_data, steps),
+        _checks_box(views[0]),
         "<h2>The paper's claims, measured here</h2>",
         _claims_table(views),
     ]

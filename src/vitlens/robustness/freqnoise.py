@@ -17,6 +17,13 @@ the real part afterwards halves the outermost ring. Here the mask is symmetric, 
 noise is real and lies entirely inside the band. `window` is the band's full width; the authors'
 `s` is a half-width (default 0.2), and the paper's caption says "frequency window size of 0.1 pi",
 which is the default here.
+
+Equal energy: band-passing white noise keeps the share of its power that falls in the band, and
+on a small image the bands hold very different numbers of frequencies (on 28 x 28 pixels the
+0.9pi band holds 8x as many as the 0.1pi band, so the authors' noise there has 2.9x the RMS).
+`rescale_rms` gives every band's noise one RMS per image, `equal_energy_rms`: the RMS the authors'
+construction has on average over the bands evaluated, so the total energy of a sweep is theirs,
+spread evenly across the bands.
 """
 
 from __future__ import annotations
@@ -95,6 +102,32 @@ def band_pass(noise: torch.Tensor, frequency: float, window: float) -> torch.Ten
     spec = spec * mask
     out = torch.fft.ifft2(torch.fft.ifftshift(spec, dim=(-2, -1)))
     return out.real.to(noise.dtype)  # the mask is symmetric, so the imaginary part is rounding
+
+
+def band_fraction(height: int, width: int, frequency: float, window: float) -> float:
+    """Share of an H x W spectrum inside the band: the expected share of white noise's power
+    that band-passing keeps."""
+    return float(band_mask(height, width, frequency, window).sum()) / (height * width)
+
+
+def equal_energy_rms(
+    height: int, width: int, eps: float, frequencies: list[float], window: float
+) -> float:
+    """The RMS every band's noise gets at equal energy: eps * sqrt(mean band fraction), which is
+    the RMS of the authors' eps-sign noise band-passed, averaged in power over the bands."""
+    shares = [band_fraction(height, width, f, window) for f in frequencies]
+    return eps * (sum(shares) / len(shares)) ** 0.5
+
+
+def rms(noise: torch.Tensor) -> torch.Tensor:
+    """(B,) root mean square of each sample of a (B, ...) tensor."""
+    return noise.double().flatten(1).square().mean(1).sqrt()
+
+
+def rescale_rms(noise: torch.Tensor, target: float) -> torch.Tensor:
+    """Each sample of `noise` (B, ...) scaled to RMS `target` exactly."""
+    scale = target / rms(noise).clamp_min(1e-30)
+    return (noise.double() * scale.view(-1, *[1] * (noise.ndim - 1))).to(noise.dtype)
 
 
 def band_noise(

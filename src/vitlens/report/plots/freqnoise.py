@@ -56,10 +56,12 @@ def plot_frequency_noise(
     ax.axhline(0, color="0.5", lw=0.8)
     ax.set_xlabel("noise frequency (× π)")
     ax.set_ylabel("Δ accuracy (pp)")
-    settings = sorted({(r.window, r.space) for r in items})
+    settings = sorted({(r.window, r.space, r.energy) for r in items})
     eps_text = ", ".join(f"{e:g}" for e in reversed(all_eps))
+    energy = {"equal": "bands of equal energy", "authors": "authors' unscaled bands"}
     ax.set_title(
-        f"ε = {eps_text}; " + "; ".join(f"{s} space, window {w:g}π" for w, s in settings),
+        f"ε = {eps_text}; "
+        + "; ".join(f"{s} space, window {w:g}π, {energy[e]}" for w, s, e in settings),
         fontsize=9,
     )
     ax.grid(alpha=0.3)
