@@ -216,7 +216,7 @@ def head_statistics(
     return acc.finish()
 
 
-def _window_attribute(model: nn.Module, module: nn.Module) -> tuple[int, int] | None:
+def window_of(model: nn.Module, module: nn.Module) -> tuple[int, int] | None:
     """The window size of the nearest module at or above `module` that declares one."""
     parents = {id(c): m for m in model.modules() for c in m.children()}
     while module is not None:
@@ -273,7 +273,7 @@ class _AttentionReader:
     tap, so no batch of maps is held longer than one block."""
 
     def __init__(self, model: nn.Module, blocks: list[Block]):
-        self.windows = {b.name: _window_attribute(unwrap(model), b.attention) for b in blocks}
+        self.windows = {b.name: window_of(unwrap(model), b.attention) for b in blocks}
         self.accumulators: dict[str, AttentionAccumulator] = {}
         self.grids: dict[str, tuple[int, int]] = {}
         self.pending: dict[str, torch.Tensor] = {}

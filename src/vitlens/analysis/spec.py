@@ -28,8 +28,9 @@ if TYPE_CHECKING:
 # - "snapshots": no images, the run's weight snapshots.
 DataKind = Literal["test", "test_unit", "train_augmented", "snapshots"]
 
-# The report's three sections: the paper's three questions.
+# The report's sections: how a ViT sees one image, then the paper's three questions.
 SECTIONS = {
+    "inside": "How does a ViT see?",
     "optimization": "What do MSAs do to optimization?",
     "features": "Do MSAs act like Convs?",
     "harmonize": "How do we harmonize MSAs with Convs?",

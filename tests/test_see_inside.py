@@ -1,0 +1,276 @@
+"""See inside a ViT (issue 18): attention maps, rollout, embeddings and tokens against oracles."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from vitlens.analysis import load_result
+from vitlens.analysis.attention_maps import (
+    AttentionMapsResult,
+    attention_maps_of,
+    attention_rollout,
+    capture_attention,
+    fuse_heads,
+    gradient_rollout,
+    query_maps,
+    stitch_windows,
+)
+from vitlens.analysis.embeddings import (
+    EmbeddingsResult,
+    embeddings,
+    filter_components,
+    grid_positions,
+    position_similarity,
+)
+from vitlens.analysis.tokens import TokensResult, outlier_tokens, tokens
+from vitlens.errors import VitlensError
+from vitlens.models import create_model
+from vitlens.models.layers import sincos_position_embedding
+
+
+def softmax_rows(g: torch.Generator, *shape: int) -> torch.Tensor:
+    return torch.randn(*shape, generator=g, dtype=torch.float64).softmax(-1)
+
+
+# -- rollout -------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("how", ["mean", "max", "min"])
+def test_rollout_is_the_product_of_renormalised_layers(how):
+    g = torch.Generator().manual_seed(0)
+    a1, a2 = softmax_rows(g, 1, 3, 4, 4), softmax_rows(g, 1, 3, 4, 4)
+    fused = {"mean": lambda a: a.mean(1), "max": lambda a: a.max(1).values,
+             "min": lambda a: a.min(1).values}[how]  # fmt: skip
+    eye = torch.eye(4, dtype=torch.float64)
+    by_hand = []
+    for a in (a1, a2):
+        layer = fused(a)[0] + eye
+        by_hand.append(layer / layer.sum(1, keepdim=True))
+    expected = by_hand[1] @ by_hand[0]  # the later layer on the left
+    torch.testing.assert_close(attention_rollout([a1, a2], how)[0], expected)
+    torch.testing.assert_close(fuse_heads(a1, how)[0], fused(a1)[0])
+
+
+def test_rollout_of_identity_attention_is_the_identity():
+    eye = torch.eye(5, dtype=torch.float64).expand(2, 3, 5, 5)
+    torch.testing.assert_close(attention_rollout([eye, eye]), torch.eye(5).expand(2, 5, 5).double())
+
+
+def test_gradient_rollout_equals_a_hand_written_reference():
+    g = torch.Generator().manual_seed(1)
+    attns = [softmax_rows(g, 1, 2, 3, 3) for _ in range(2)]
+    grads = [torch.randn(1, 2, 3, 3, generator=g, dtype=torch.float64) for _ in range(2)]
+    relevance = torch.eye(3, dtype=torch.float64)
+    for a, d in zip(attns, grads, strict=True):
+        cam = torch.zeros(3, 3, dtype=torch.float64)
+        for h in range(2):  # mean over heads of the positive part of gradient x attention
+            for i in range(3):
+                for j in range(3):
+                    cam[i, j] += max(0.0, float(d[0, h, i, j] * a[0, h, i, j])) / 2
+        relevance = relevance + cam @ relevance
+    torch.testing.assert_close(gradient_rollout(attns, grads)[0], relevance)
+
+
+def test_gradient_rollout_on_a_model_uses_the_gradient_of_the_explained_class():
+    torch.manual_seed(0)
+    model = create_model("vit_nano", num_classes=5, in_chans=1, image_size=16, depth=2)
+    x = [(torch.randn(2, 1, 16, 16), torch.tensor([0, 1]))]
+    two = attention_maps_of(model, x, class_index=2)
+    three = attention_maps_of(model, x, class_index=3)
+    assert two.explained == [2, 2] and three.explained == [3, 3]
+    assert two.rollout == three.rollout  # rollout does not depend on the class
+    assert two.gradient_rollout != three.gradient_rollout
+    with pytest.raises(VitlensError, match="outside the model's 5 classes"):
+        attention_maps_of(model, x, class_index=5)
+
+
+# -- maps on the grid ----------------------------------------------------------------------------
+
+
+def test_attention_rows_sum_to_one_and_the_cls_map_is_the_cls_row():
+    torch.manual_seed(0)
+    model = create_model("vit_nano", num_classes=5, in_chans=1, image_size=16, depth=2).eval()
+    capture = capture_attention(model, torch.randn(3, 1, 16, 16))
+    assert [b.block.name for b in capture.blocks] == ["block0.msa", "block1.msa"]
+    for b in capture.blocks:
+        full = b.full()
+        torch.testing.assert_close(full.sum(-1), torch.ones(full.shape[:-1]))
+        maps, query = query_maps(full, b.prefix)
+        assert query == "cls" and maps.shape == (3, full.shape[1], 16)
+        torch.testing.assert_close(maps, full[:, :, 0, 1:])
+
+
+def _partition(full: torch.Tensor, grid, window, shift) -> torch.Tensor:
+    """The windows a shifted-window layer would see of a block-structured (B, h, HW, HW) map."""
+    (H, W), (wh, ww) = grid, window
+    B, heads = full.shape[:2]
+    order = torch.arange(H * W).view(H, W).roll((-shift[0], -shift[1]), (0, 1))
+    nh, nw = H // wh, W // ww
+    windows = order.view(nh, wh, nw, ww).permute(0, 2, 1, 3).reshape(nh * nw, wh * ww)
+    out = torch.stack([full[:, :, w[:, None], w[None, :]] for w in windows], 1)
+    return out.reshape(B * nh * nw, heads, wh * ww, wh * ww)
+
+
+@pytest.mark.parametrize("shift", [(0, 0), (1, 1), (2, 1)])
+def test_stitched_windows_rebuild_the_global_map(shift):
+    g = torch.Generator().manual_seed(2)
+    grid, window = (4, 6), (2, 3)
+    # A global map that only attends inside the shifted windows, then cut into windows.
+    order = torch.arange(24).view(4, 6).roll((-shift[0], -shift[1]), (0, 1))
+    window_id = torch.zeros(24, dtype=torch.long)
+    ids = torch.arange(4).view(2, 2).repeat_interleave(2, 0).repeat_interleave(3, 1)
+    window_id[order.flatten()] = ids.flatten()
+    logits = torch.randn(2, 3, 24, 24, generator=g, dtype=torch.float64)
+    logits = logits.masked_fill(window_id[:, None] != window_id[None, :], float("-inf"))
+    full = logits.softmax(-1)
+    stitched = stitch_windows(_partition(full, grid, window, shift), grid, window, shift)
+    torch.testing.assert_close(stitched, full)
+
+
+def test_identity_windows_put_one_at_the_query_itself():
+    eye = torch.eye(4, dtype=torch.float64).expand(2 * 9, 1, 4, 4)  # 9 windows of 2x2 on 5x5
+    stitched = stitch_windows(eye, (5, 5), (2, 2), (1, 1))
+    torch.testing.assert_close(stitched[0, 0], torch.eye(25, dtype=torch.float64))
+
+
+def test_swin_maps_are_stitched_onto_the_grid_with_rows_summing_to_one():
+    torch.manual_seed(0)
+    model = create_model("swin_nano", num_classes=5, in_chans=1, image_size=28).eval()
+    capture = capture_attention(model, torch.randn(2, 1, 28, 28))
+    first, shifted = capture.blocks[0], capture.blocks[1]
+    assert first.grid == (14, 14) and first.geometry.window == (4, 4)
+    assert shifted.shift == (2, 2) and first.shift == (0, 0)
+    for b in (first, shifted):
+        full = b.full()
+        assert full.shape == (2, b.attn.shape[1], 196, 196)
+        torch.testing.assert_close(full.sum(-1), torch.ones(full.shape[:-1]))
+    result = attention_maps_of(
+        model, [(torch.randn(1, 1, 28, 28), torch.zeros(1, dtype=torch.long))]
+    )
+    assert result.queries == ["mean"] * len(result.names)
+    assert result.rollout == [] and "different token sets" in result.rollout_note
+
+
+# -- embeddings ---------------------------------------------------------------------------------
+
+
+def test_sinusoidal_positions_are_symmetric_peaked_and_fall_with_distance():
+    H = W = 7
+    sim = position_similarity(sincos_position_embedding(H, W, 64))
+    torch.testing.assert_close(sim, sim.T)
+    torch.testing.assert_close(sim.diagonal(), torch.ones(H * W, dtype=torch.float64))
+    assert (sim.argmax(1) == torch.arange(H * W)).all()
+    rows, cols = torch.arange(H * W) // W, torch.arange(H * W) % W
+    dist = torch.hypot((rows[:, None] - rows[None]).double(), (cols[:, None] - cols[None]).double())
+    means = [sim[(dist > d - 0.5) & (dist <= d + 0.5)].mean() for d in range(0, 7)]
+    assert all(a > b for a, b in zip(means, means[1:], strict=False))
+
+
+def test_a_shuffled_embedding_shuffles_its_maps():
+    table = sincos_position_embedding(5, 5, 32)
+    perm = torch.randperm(25, generator=torch.Generator().manual_seed(0))
+    torch.testing.assert_close(
+        position_similarity(table[perm]), position_similarity(table)[perm][:, perm]
+    )
+
+
+def test_position_tables_drop_their_prefix_and_maps_are_read_row_major():
+    table = torch.randn(1, 2 + 16, 8)
+    positions, grid = grid_positions(table, (4, 4))
+    assert grid == (4, 4) and torch.equal(positions, table[0, 2:])
+    pit_like = torch.randn(1, 8, 3, 5)
+    positions, grid = grid_positions(pit_like, (9, 9))
+    assert grid == (3, 5) and torch.equal(positions[6], pit_like[0, :, 1, 1])
+
+
+def test_filter_components_equal_an_svd_of_the_flattened_filters():
+    weight = torch.randn(12, 3, 4, 4, generator=torch.Generator().manual_seed(3))
+    comps, shares = filter_components(weight, 5)
+    rows = weight.double().flatten(1)
+    _, s, vh = torch.linalg.svd(rows - rows.mean(0), full_matrices=False)
+    for k in range(5):  # equal up to sign
+        assert min((comps[k] - vh[k]).abs().max(), (comps[k] + vh[k]).abs().max()) < 1e-10
+    torch.testing.assert_close(shares, (s.square() / s.square().sum())[:5])
+
+
+def test_embeddings_of_vit_swin_and_a_cnn_say_what_each_lacks(tmp_path):
+    x = [(torch.randn(1, 1, 28, 28), torch.tensor([0]))]
+    vit = embeddings(create_model("vit_nano", num_classes=5, in_chans=1, image_size=28), x)
+    assert vit.position_kind == "learned" and vit.position_grid == [7, 7]
+    assert len(vit.position_similarity) == 49 and vit.filter_shape == [1, 4, 4]
+    assert vit.missing == ["no relative-position bias table"]
+    swin = embeddings(create_model("swin_nano", num_classes=5, in_chans=1, image_size=28), x)
+    tables = next(iter(swin.relative_bias.values()))
+    assert tables["side"] == 7 and len(tables["tables"][0]) == 49
+    assert load_result(vit.save(tmp_path / "e.json")) == vit
+    assert isinstance(vit, EmbeddingsResult)
+
+
+# -- tokens ---------------------------------------------------------------------------------------
+
+
+def test_a_planted_high_norm_token_is_the_outlier_at_its_position():
+    norms = torch.ones(3, 49) + 0.1 * torch.rand(3, 49, generator=torch.Generator().manual_seed(4))
+    norms[1, 17] *= 50
+    assert outlier_tokens(norms) == [[1, 17]]
+
+
+def test_tokens_follow_a_planted_token_through_a_real_model():
+    torch.manual_seed(0)
+    model = create_model("vit_nano", num_classes=5, in_chans=1, image_size=28, depth=1).eval()
+    planted = {}
+
+    def plant(_m, _inp, out):
+        out = out.clone()
+        out[:, 1 + 10] *= 50  # patch token 10, after the class token
+        planted["done"] = True
+        return out
+
+    handle = model.blocks[0].register_forward_hook(plant)
+    try:
+        r = tokens(model, [(torch.randn(2, 1, 28, 28), torch.zeros(2, dtype=torch.long))])
+    finally:
+        handle.remove()
+    last = r.names.index("block0.mlp")
+    assert planted and r.outliers[last] == [[0, 10], [1, 10]]
+    assert r.outlier_share[last] == pytest.approx(2 / 98)
+    assert r.prefix[last] == 1 and len(r.prefix_norms[last][0]) == 1
+    assert isinstance(r, TokensResult)
+
+
+def test_a_cnn_is_refused_attention_and_tokens_by_name():
+    cnn = create_model("resnet_nano", num_classes=5, in_chans=1, image_size=28)
+    x = [(torch.randn(1, 1, 28, 28), torch.zeros(1, dtype=torch.long))]
+    with pytest.raises(VitlensError, match="no MSA block"):
+        attention_maps_of(cnn, x)
+    with pytest.raises(VitlensError, match="no block whose output is a token grid"):
+        tokens(cnn, x)
+    assert "no absolute position embedding" in embeddings(cnn, x).missing[0]
+
+
+def test_results_round_trip_and_draw(tmp_path):
+    from vitlens.report.plots.attention_maps import plot_attention_maps
+    from vitlens.report.plots.embeddings import plot_embeddings
+    from vitlens.report.plots.tokens import plot_tokens
+
+    torch.manual_seed(0)
+    model = create_model("vit_nano", num_classes=5, in_chans=1, image_size=28, depth=2)
+    x = [(torch.randn(2, 1, 28, 28), torch.tensor([1, 2]))]
+    for run, plot in (
+        (attention_maps_of, plot_attention_maps),
+        (embeddings, plot_embeddings),
+        (tokens, plot_tokens),
+    ):
+        result = run(model, x)
+        again = load_result(result.save(tmp_path / f"{result.analysis}.json"))
+        assert again == result
+        png = plot([again], tmp_path / f"{result.analysis}.png")
+        assert png.stat().st_size > 2000
+    maps = load_result(tmp_path / "attention_maps.json")
+    assert isinstance(maps, AttentionMapsResult) and maps.n_images == 2
+    assert len(maps.maps[0]) == 2 and len(maps.maps[0][0]) == maps.heads[0]
+    # The class token's rollout row sums to one over all tokens, so to less over the grid.
+    assert 0 < sum(maps.rollout[0]) < 1 + 1e-6 and not math.isnan(sum(maps.rollout[0]))
