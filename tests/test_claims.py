@@ -33,6 +33,12 @@ def test_a_tiny_study_measures_all_sixteen_claims(sixteen):
     # one epoch, "not testable at this scale" with the number that failed.
     assert page.count("single seed") + page.count(f">{UNTESTABLE}<") == 16
     assert "Can this scale test the claims?" in page
+    # How does a ViT see? The per-image views of the study's transformers, and the sanity line.
+    assert "How does a ViT see?" in page and "Has each model learned to attend?" in page
+    for name in ("attention_maps", "embeddings", "tokens"):
+        assert (sixteen / "figures" / f"{name}.png").stat().st_size > 3000
+        assert not (sixteen / "results" / name / "resnet_nano.json").exists()  # no MSA: skipped
+        assert (sixteen / "results" / name / "vit_nano.json").exists()
     for name in ("ablation_fraction", "ablation_window", "ablation_pool", "ablation_heads"):
         assert (sixteen / "figures" / f"{name}.png").stat().st_size > 5000
     # The variants are ordinary runs of the study, trained as configured.

@@ -307,6 +307,32 @@ def report_command(
     console.print(f"report: {write_report(study)}")
 
 
+@app.command("explain")
+def explain_command(
+    run: Path = typer.Argument(..., help="A run folder (trained or imported) or checkpoint .json."),
+    out: Path = typer.Option(..., help="Folder for explain.html, the Results and the charts."),
+    image: list[Path] = typer.Option(
+        None, help="An image file to explain (repeatable; default: test images of the run)."
+    ),
+    class_: int = typer.Option(
+        None, "--class", help="The class the gradient rollout explains (default: predicted)."
+    ),
+    images_from_test: int = typer.Option(4, help="Without --image: this many test images."),
+    data_dir: str = typer.Option(None, help="Where the run's dataset is found."),
+    device: str = typer.Option("auto", help="auto, cpu, cuda or mps."),
+) -> None:
+    """Show how a ViT sees images: attention maps, rollout, embeddings, tokens (one HTML page)."""
+    from vitlens.explain import explain
+
+    done = explain(
+        run, out=out, images=image or [], class_index=class_, n_images=images_from_test,
+        data_dir=data_dir, device=device,
+    )  # fmt: skip
+    for note in done.notes:
+        console.print(f"note: {note}", highlight=False)
+    console.print(f"explain: {done.page}")
+
+
 @app.command("buildup")
 def buildup_command(
     out: Path = typer.Option(..., help="Folder for the candidates' runs and the Result."),

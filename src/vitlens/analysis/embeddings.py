@@ -241,6 +241,7 @@ SPEC = register_analysis(
         section="inside",
         order=20,
         budgets={p: Budget(1, 1) for p in ("analyze", "quick", "standard", "paper")},
+        needs=frozenset({"msa"}),  # a study shows embeddings for its transformers
         options=(Option("components", 16, "principal components of the embedding filters"),),
         figures=(
             Figure(

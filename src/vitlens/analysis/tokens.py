@@ -189,6 +189,7 @@ SPEC = register_analysis(
         section="inside",
         order=30,
         budgets=VIEW_BUDGETS,
+        needs=frozenset({"msa"}),  # a study shows tokens for its transformers
         options=(Option("outlier_factor", OUTLIER_FACTOR, "outlier: this many x the median"),),
         figures=(
             Figure(

@@ -61,7 +61,7 @@ def _class_dirs(folder: Path) -> list[Path]:
     return dirs
 
 
-def _resize_square(img: Image.Image, size: int) -> Image.Image:
+def resize_square(img: Image.Image, size: int) -> Image.Image:
     # Shorter side to `size`, then a centre crop: keeps the aspect ratio (ImageNet-style eval).
     w, h = img.size
     scale = size / min(w, h)
@@ -84,7 +84,7 @@ def _labelled_images(dirs: list[Path], classes: tuple[str, ...]) -> list[tuple[P
     return paths
 
 
-def _decode(p: Path) -> Image.Image:
+def decode_image(p: Path) -> Image.Image:
     """One image, fully decoded; a clear error for unreadable files and decompression bombs."""
     try:
         with warnings.catch_warnings():
@@ -135,7 +135,7 @@ def read_image_folder(
             f"no images in {folder}/<class>/ (looked for {', '.join(IMAGE_EXTENSIONS)})."
         )
 
-    images = [_decode(p) for p, _ in paths]
+    images = [decode_image(p) for p, _ in paths]
     gray = all(im.mode in _GRAY_MODES for im in images)
     mode = "L" if gray else "RGB"
 
@@ -145,7 +145,7 @@ def read_image_folder(
         im = im.convert(mode)
         if image_size is not None:
             if im.size != (image_size, image_size):
-                im = _resize_square(im, image_size)
+                im = resize_square(im, image_size)
         else:
             first = first or (p, im.size)
             if im.size != first[1]:

@@ -15,7 +15,13 @@ import json
 from pathlib import Path
 from typing import Any
 
-from vitlens.analysis.claim import ATTENDING_SHARE, CHANCE_FACTOR, UNTESTABLE, StudyView
+from vitlens.analysis.claim import (
+    ATTENDING_SHARE,
+    CHANCE_FACTOR,
+    UNTESTABLE,
+    StudyView,
+    attention_share,
+)
 from vitlens.analysis.result import Result, load_result
 from vitlens.atomic import write_text as atomic_write_text
 from vitlens.folders import StudyFolder
@@ -227,12 +233,37 @@ def _checks_box(view: StudyView) -> str:
     )
 
 
+def attention_sanity_line(model: str, result) -> str:
+    """How far each MSA block's attention is from uniform: mean entropy as a share of log N."""
+    shares = attention_share(result)
+    attending = sum(s < ATTENDING_SHARE for s in shares)
+    values = ", ".join(f"{s:.1%}" for s in shares)
+    return (
+        f"{model}: mean attention entropy per MSA block as a share of the uniform log N: {values} "
+        f"({attending} of {len(shares)} blocks below {ATTENDING_SHARE:.0%}, i.e. attending)"
+    )
+
+
+def _attention_sanity(view: StudyView) -> str:
+    lines = [
+        attention_sanity_line(m, r)
+        for m in view.models
+        if (r := view.result("attention", m)) is not None and r.names
+    ]
+    if not lines:
+        return ""
+    items = "".join(f"<li>{html.escape(line)}</li>" for line in lines)
+    return f"<p><b>Has each model learned to attend?</b></p><ul>{items}</ul>"
+
+
 def _section(key: str, view: StudyView, figures, folder: StudyFolder) -> list[str]:
     """One of the paper's three questions: its intro, then its tables and figures."""
     from vitlens.analysis.registry import analyses
     from vitlens.analysis.spec import SECTIONS
 
     parts = [f"<h2>{html.escape(SECTIONS[key])}</h2><p>{html.escape(INTROS[key])}</p>"]
+    if key == "inside":
+        parts.append(_attention_sanity(view))
     if key == "optimization" and view.runs:
         parts.append(
             f"<figure>{_accuracy_table(view.runs, view.results)}<figcaption>"
