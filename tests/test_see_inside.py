@@ -246,7 +246,7 @@ def test_a_cnn_is_refused_attention_and_tokens_by_name():
     x = [(torch.randn(1, 1, 28, 28), torch.zeros(1, dtype=torch.long))]
     with pytest.raises(VitlensError, match="no MSA block"):
         attention_maps_of(cnn, x)
-    with pytest.raises(VitlensError, match="no block whose output is a token grid"):
+    with pytest.raises(VitlensError, match="no MSA block, so no tokens"):
         tokens(cnn, x)
     assert "no absolute position embedding" in embeddings(cnn, x).missing[0]
 

@@ -46,6 +46,7 @@ from vitlens.analysis.streaming import (
     stream,
 )
 from vitlens.anatomy import Block, anatomy_of, tapping, unwrap
+from vitlens.anatomy.attention import catching_softmax
 from vitlens.errors import VitlensError
 
 HeadFusion = Literal["mean", "max", "min"]
@@ -232,19 +233,32 @@ def capture_attention(model: nn.Module, images: torch.Tensor, *, keep_graph: boo
     """
     anatomy = anatomy_of(model)
     msa = [b for b in anatomy.blocks if b.kind == "msa"]
-    unread = {b.name: "its adapter exposes no attention module" for b in msa if not b.attention}
-    readable = [b for b in msa if b.attention is not None]
+    unread = {b.name: "no attention module, and no softmax seen in its branch" for b in msa
+              if b.attention is None and b.branch is None}  # fmt: skip
+    readable = [b for b in msa if b.attention is not None or b.branch is not None]
     pending: dict[str, torch.Tensor] = {}
     found: list[BlockMaps] = []
 
+    def keep(block: Block, attn: torch.Tensor) -> None:
+        if keep_graph and attn.requires_grad:
+            attn.retain_grad()
+        pending[block.name] = attn
+
     def on_attention(block: Block):
         def hook(_m, _inp, out):
-            attn = out[1] if isinstance(out, tuple) else out
-            if keep_graph and attn.requires_grad:
-                attn.retain_grad()
-            pending[block.name] = attn
+            keep(block, out[1] if isinstance(out, tuple) else out)
 
         return hook
+
+    def on_softmax(block: Block):
+        # No module emits the maps: the one softmax over keys inside the branch is them.
+        def found_maps(seen: list[torch.Tensor]) -> None:
+            if len(seen) == 1:
+                keep(block, seen[0])
+            else:
+                unread[block.name] = f"its branch computed {len(seen)} softmaxes, not one"
+
+        return found_maps
 
     def on_tap(block: Block, t: torch.Tensor) -> None:
         attn = pending.pop(block.name, None)
@@ -252,7 +266,8 @@ def capture_attention(model: nn.Module, images: torch.Tensor, *, keep_graph: boo
             unread.setdefault(block.name, "its attention module emitted no map on this input")
             return
         grid = tuple(int(s) for s in block.layout.to_map(t).shape[-2:])
-        window = window_of(unwrap(model), block.attention)
+        source = block.attention or block.branch
+        window = window_of(unwrap(model), source)
         try:
             geometry = resolve_geometry(
                 block, tuple(attn.shape), images.shape[0], grid, images.shape[-2:], window
@@ -260,10 +275,15 @@ def capture_attention(model: nn.Module, images: torch.Tensor, *, keep_graph: boo
         except VitlensError as err:
             unread[block.name] = str(err)
             return
-        shift = shift_of(unwrap(model), block.attention) if geometry.n_windows > 1 else (0, 0)
+        shift = shift_of(unwrap(model), source) if geometry.n_windows > 1 else (0, 0)
         found.append(BlockMaps(block, attn, grid, geometry, shift))
 
-    handles = [b.attention.register_forward_hook(on_attention(b)) for b in readable]
+    handles = []
+    for b in readable:
+        if b.attention is not None:
+            handles.append(b.attention.register_forward_hook(on_attention(b)))
+        else:
+            handles += catching_softmax(b.branch, on_softmax(b))
     try:
         with anatomy.explicit(model), tapping(readable, on_tap):
             logits = anatomy.forward(model, images)

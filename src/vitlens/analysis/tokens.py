@@ -2,8 +2,9 @@
 
 Darcet, Oquab, Mairal & Bojanowski (ICLR 2024), "Vision Transformers Need Registers": large,
 well-trained ViTs repurpose a few patch tokens in low-information areas as global stores, and
-those tokens carry norms far above the others. For every block whose output is a token grid (a
-ViT's tokens, Swin's channels-last map), after the block:
+those tokens carry norms far above the others. For a model with MSA blocks, after every block
+whose output is a grid of positions (a ViT's tokens, Swin's channels-last map, an AlterNet's
+feature map, where a position's channel vector is its token):
 
 - the L2 norm of every token over channels, the prefix tokens (class, distillation, register)
   apart from the patch tokens;
@@ -129,18 +130,18 @@ def tokens(
         provenance: what to record; wall time and device are filled in.
 
     Raises:
-        VitlensError: the model has no block whose output is a token grid, or a bad factor.
+        VitlensError: the model has no MSA block, or a bad factor.
     """
     started = time.perf_counter()
     if not outlier_factor > 1:
         raise VitlensError(f"outlier_factor must be above 1, got {outlier_factor}")
     device = resolve_device(device)
     anatomy = anatomy_of(model.to(device))
-    blocks = [b for b in anatomy.blocks if b.layout.kind in ("tokens", "nhwc")]
-    if not blocks:
+    blocks = [b for b in anatomy.blocks if b.layout.kind in ("tokens", "nhwc", "nchw")]
+    if not anatomy.has("msa") or not blocks:
         raise VitlensError(
-            f"{type(unwrap(model)).__name__} has no block whose output is a token grid (a CNN's "
-            "feature maps are not tokens); the feature-map analyses apply instead"
+            f"{type(unwrap(model)).__name__} has no MSA block, so no tokens that attention "
+            "mixes; the feature-map analyses (variance, fourier) describe a CNN's maps instead"
         )
     found: dict[str, _BlockNorms] = {}
     n_batches = 0

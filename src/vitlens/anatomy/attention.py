@@ -13,7 +13,9 @@ import contextlib
 from collections.abc import Callable, Iterator
 
 import torch
+import torch.nn.functional as F
 from torch import nn
+from torch.overrides import TorchFunctionMode
 
 from vitlens.anatomy.core import anatomy_of, unwrap
 
@@ -110,3 +112,43 @@ def attention_maps(
         for h in handles:
             h.remove()
     return maps, logits
+
+
+# The softmax entry points an attention implementation calls (F.softmax reaches Tensor.softmax
+# inside its own handler, where the mode is off, so each call is seen once).
+_SOFTMAXES = {torch.softmax, F.softmax, torch.Tensor.softmax}
+
+
+class SoftmaxCatcher(TorchFunctionMode):
+    """While active, keeps every 4-D softmax result over the last axis: the attention
+    probabilities (B, heads, N, N) of an implementation that has no module emitting them
+    (torchvision's Swin computes them inside a function)."""
+
+    def __init__(self):
+        super().__init__()
+        self.seen: list[torch.Tensor] = []
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        if func in _SOFTMAXES and isinstance(out, torch.Tensor) and out.ndim == 4:
+            dim = (kwargs or {}).get("dim", args[1] if len(args) > 1 else None)
+            if dim in (-1, 3):
+                self.seen.append(out)
+        return out
+
+
+def catching_softmax(module: nn.Module, found: Callable[[list[torch.Tensor]], None]) -> list:
+    """Hooks that run `module`'s forward under a SoftmaxCatcher and hand `found` what it saw;
+    returns the hook handles (remove them when done)."""
+    catcher: list[SoftmaxCatcher] = []
+
+    def before(_m, _inp):
+        catcher.append(SoftmaxCatcher())
+        catcher[-1].__enter__()
+
+    def after(_m, _inp, _out):
+        mode = catcher.pop()
+        mode.__exit__(None, None, None)
+        found(mode.seen)
+
+    return [module.register_forward_pre_hook(before), module.register_forward_hook(after)]

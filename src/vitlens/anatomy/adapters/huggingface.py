@@ -42,11 +42,16 @@ _BASES = {
     "vit": (f"{_TF}.vit.modeling_vit", "ViTModel"),
     "deit": (f"{_TF}.deit.modeling_deit", "DeiTModel"),
     "dinov2": (f"{_TF}.dinov2.modeling_dinov2", "Dinov2Model"),
+    "dinov2_registers": (
+        f"{_TF}.dinov2_with_registers.modeling_dinov2_with_registers",
+        "Dinov2WithRegistersModel",
+    ),
     "swin": (f"{_TF}.swin.modeling_swin", "SwinModel"),
     "resnet": (f"{_TF}.resnet.modeling_resnet", "ResNetModel"),
 }
-# Class and distillation tokens in front of the patch tokens.
-_PREFIX = {"vit": 1, "deit": 2, "dinov2": 1}
+# Class and distillation tokens in front of the patch tokens (DINOv2 with registers adds its
+# `num_register_tokens` after the class token).
+_PREFIX = {"vit": 1, "deit": 2, "dinov2": 1, "dinov2_registers": 1}
 
 
 def family_of(model: nn.Module) -> str | None:
@@ -117,7 +122,7 @@ def describe_vit(model: nn.Module, family: str) -> list[Block]:
     """ViT, DeiT and DINOv2: embeddings, then one token stream through the layers."""
     base, cfg = model.base_model, model.config
     side = cfg.image_size // cfg.patch_size
-    layout = tokens(_PREFIX[family], (side, side))
+    layout = tokens(_PREFIX[family] + getattr(cfg, "num_register_tokens", 0), (side, side))
     out = [Block("embed", "embed", 0, base.embeddings, "output", None, layout)]
     for i, layer in enumerate(_layer_list(base)):
         out += _layer_blocks(model, f"block{i}", 0, layer, layout)
