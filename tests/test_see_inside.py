@@ -274,3 +274,89 @@ def test_results_round_trip_and_draw(tmp_path):
     assert len(maps.maps[0]) == 2 and len(maps.maps[0][0]) == maps.heads[0]
     # The class token's rollout row sums to one over all tokens, so to less over the grid.
     assert 0 < sum(maps.rollout[0]) < 1 + 1e-6 and not math.isnan(sum(maps.rollout[0]))
+
+
+# -- every family of the issue, end to end on tiny random-init models ---------------------------
+
+
+def _timm(name, **kw):
+    timm = pytest.importorskip("timm", reason="the timm families need timm")
+    return timm.create_model(name, num_classes=5, **kw)
+
+
+def _hf(model: str, config: str, **kw):
+    transformers = pytest.importorskip("transformers", reason="the Hugging Face families need it")
+    vit = dict(image_size=32, patch_size=8, hidden_size=32, num_hidden_layers=2,
+               num_attention_heads=2, intermediate_size=64, num_labels=5)  # fmt: skip
+    swin = dict(image_size=32, patch_size=2, embed_dim=16, depths=[2, 2], num_heads=[1, 2],
+                window_size=4, num_labels=5)  # fmt: skip
+    base = swin if config == "SwinConfig" else vit
+    return getattr(transformers, model)(getattr(transformers, config)(**{**base, **kw}))
+
+
+def _torchvision(kind: str):
+    tv = pytest.importorskip("torchvision", reason="the torchvision families need torchvision")
+    if kind == "vit":
+        return tv.models.VisionTransformer(image_size=32, patch_size=8, num_layers=2, num_heads=2,
+                                           hidden_dim=32, mlp_dim=64, num_classes=5)  # fmt: skip
+    return tv.models.SwinTransformer(
+        patch_size=[4, 4],
+        embed_dim=16,
+        depths=[2, 2],
+        num_heads=[1, 2],
+        window_size=[4, 4],
+        num_classes=5,
+    )
+
+
+TINY_VIT = dict(img_size=32, patch_size=8, embed_dim=32, depth=2, num_heads=2)
+# name -> (builder, image side, prefix tokens, MSA blocks, rollout expected). torchvision's ViT
+# gets no gradient rollout: nn.MultiheadAttention returns its weights off the output's path.
+FAMILIES = {
+    "timm_vit": (lambda: _timm("vit_tiny_patch16_224", **TINY_VIT), 32, 1, 2, True),
+    "timm_deit_distilled": (
+        lambda: _timm("deit_tiny_distilled_patch16_224", **TINY_VIT), 32, 2, 2, True),
+    "timm_vit_registers": (
+        lambda: _timm("vit_small_patch14_reg4_dinov2", img_size=28, patch_size=7, embed_dim=32,
+                      depth=2, num_heads=2), 28, 5, 2, True),
+    "timm_swin": (
+        lambda: _timm("swin_tiny_patch4_window7_224", img_size=32, patch_size=2, embed_dim=16,
+                      depths=(2, 2), num_heads=(1, 2), window_size=4), 32, 0, 4, False),
+    "hf_vit": (lambda: _hf("ViTForImageClassification", "ViTConfig"), 32, 1, 2, True),
+    "hf_deit": (lambda: _hf("DeiTForImageClassification", "DeiTConfig"), 32, 2, 2, True),
+    "hf_dinov2": (lambda: _hf("Dinov2ForImageClassification", "Dinov2Config", mlp_ratio=2,
+                              use_mask_token=False), 32, 1, 2, True),
+    "hf_dinov2_registers": (
+        lambda: _hf("Dinov2WithRegistersForImageClassification", "Dinov2WithRegistersConfig",
+                    mlp_ratio=2, num_register_tokens=2), 32, 3, 2, True),
+    "hf_swin": (lambda: _hf("SwinForImageClassification", "SwinConfig"), 32, 0, 4, False),
+    "torchvision_vit": (lambda: _torchvision("vit"), 32, 1, 2, True),
+    "torchvision_swin": (lambda: _torchvision("swin"), 32, 0, 4, False),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("family", list(FAMILIES))
+def test_every_family_runs_end_to_end(family):
+    build, side, prefix, n_msa, rollout = FAMILIES[family]
+    torch.manual_seed(0)
+    model = build()
+    x = [(torch.randn(2, 3, side, side), torch.tensor([1, 2]))]
+    maps = attention_maps_of(model, x)
+    assert len(maps.names) == n_msa and maps.unread == {}
+    assert maps.queries == (["cls"] if prefix else ["mean"]) * n_msa
+    assert bool(maps.rollout) is rollout
+    if family == "torchvision_vit":
+        assert maps.gradient_rollout == [] and "no gradient rollout" in maps.rollout_note
+    else:
+        assert bool(maps.gradient_rollout) is rollout
+    for per_head in maps.maps[0]:  # every head's map is a distribution (or a mean of rows)
+        assert all(min(h) >= 0.0 and sum(h) <= 1 + 1e-5 for h in per_head)
+    with torch.no_grad():
+        capture = capture_attention(model.eval(), x[0][0])
+    for b in capture.blocks:  # rows on the image grid sum to one, windows stitched
+        torch.testing.assert_close(b.full().sum(-1), torch.ones(b.full().shape[:-1]))
+    tok = tokens(model, x)
+    assert tok.prefix[0] == prefix or tok.kinds[0] != "embed"
+    emb = embeddings(model, x)
+    assert (emb.position_kind == "learned") is (prefix > 0)
+    assert bool(emb.relative_bias) is (not rollout)

@@ -320,6 +320,7 @@ class _Collected:
     explained: list[int] = field(default_factory=list)
     rollout: list = field(default_factory=list)
     gradient: list = field(default_factory=list)
+    gradient_note: str = ""
 
 
 def _explained_classes(logits: torch.Tensor, class_index: int | None) -> torch.Tensor:
@@ -359,6 +360,11 @@ def _one_batch(model, images, labels, class_index, head_fusion, out: _Collected)
         if all(g is not None for g in grads):
             relevance = rollout_map(gradient_rollout(attns, grads), prefix)
             out.gradient += relevance.float().tolist()
+        else:  # e.g. nn.MultiheadAttention returns a view of its weights off the output's path
+            out.gradient_note = (
+                "no gradient rollout: the attention maps this model emits are not on the path "
+                "from its input to its logits, so they have no gradient"
+            )
     model.zero_grad(set_to_none=True)
     return capture
 
@@ -421,6 +427,7 @@ def _result(all_blocks, capture: Capture, out: _Collected, fusion, n_batches, pr
     if not note:
         how = "the class token's row" if blocks[0].prefix else "the mean of the grid rows"
         note = f"rollout over {len(blocks)} MSA blocks, heads fused by their {fusion}; {how}"
+        note += f"; {out.gradient_note}" if out.gradient_note else ""
     return AttentionMapsResult(
         provenance=provenance,
         names=[b.block.name for b in blocks],

@@ -66,8 +66,10 @@ function update() {
   drawImage();
   draw($("query"), shown, b.grid, S.query);
   $("querytitle").textContent = `patch (${Math.floor(S.query / W)}, ${S.query % W}) attends`;
-  draw($("cls"), clsMap(), b.grid);
-  $("clstitle").textContent = b.query === "cls" ? "the class token attends" : "every query, averaged";
+  const cls = clsMap(), peak = Math.max(...cls) * H * W;  // 1.0: uniform over the grid
+  draw($("cls"), cls, b.grid);
+  const who = b.query === "cls" ? "the class token attends" : "every query, averaged";
+  $("clstitle").textContent = `${who} (peak ${peak.toFixed(1)}× uniform)`;
   const g0 = D.blocks[0].grid;
   if (D.rollout.length) draw($("rollout"), D.rollout[S.image], g0); else $("rollout").style.opacity = .2;
   if (D.gradient.length) draw($("gradient"), D.gradient[S.image], g0); else $("gradient").style.opacity = .2;
