@@ -1,6 +1,6 @@
 """How long `vitlens explain` takes for one image, on vit_nano and on a ViT-B/16-sized model.
 
-Both go through the real command's library function (`vitlens.explain.explain`): the model is
+Both go through the real command's library function (`vitlens.explaining.explain`): the model is
 loaded from a run folder, the image read from a PNG, every per-image analysis run and the page
 written. vit_nano is trained for one epoch first (not timed); the ViT-B/16 is timm's
 `vit_base_patch16_224` (86 M parameters, 224 px, 196 patches + CLS, 12 blocks x 12 heads) imported
@@ -29,7 +29,7 @@ from PIL import Image
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from precision_bench import machine  # noqa: E402
 
-from vitlens.explain import explain  # noqa: E402
+from vitlens.explaining import explain  # noqa: E402
 
 
 def vitlens_cli(*args: str) -> None:

@@ -19,7 +19,7 @@ from PIL import Image
 from vitlens.analysis.attention_maps import capture_attention
 from vitlens.data.images import read_images
 from vitlens.errors import VitlensError
-from vitlens.explain import explain
+from vitlens.explaining import explain
 from vitlens.report.explain_page import quantized_rows
 
 

@@ -202,3 +202,21 @@ def test_bad_study_input_is_a_clear_error(tmp_path):
         assert done.returncode == 2, (args, done.stderr)
         assert "Traceback" not in done.stderr and "error" in done.stderr, args
     assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+
+
+def test_plot_draws_what_the_report_draws(tiny_study, tmp_path):
+    """Every saved Result draws itself with the report's own function: the same PNG bytes."""
+    from matplotlib.figure import Figure
+
+    from vitlens.analysis.registry import get_analysis
+    from vitlens.atomic import write_png
+
+    for path in sorted((tiny_study / "results").glob("*/vit_nano.json")):
+        result = load_result(path)
+        figure = get_analysis(result.analysis).figures[0]
+        fig = result.plot()
+        assert isinstance(fig, Figure), result.analysis
+        mine = write_png(fig, tmp_path / f"{result.analysis}.png", dpi=120).read_bytes()
+        drawn = figure.drawer()([result], tmp_path / f"report-{result.analysis}.png")
+        assert mine == drawn.read_bytes(), result.analysis
+        assert "data:image/png;base64," in result._repr_html_()

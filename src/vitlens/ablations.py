@@ -9,6 +9,7 @@ the study with its own run folder `runs/KEY/`; C7/C15/C16 compare within one tra
 
 from __future__ import annotations
 
+import dataclasses
 import statistics
 from dataclasses import dataclass, field
 from typing import Any
@@ -94,7 +95,10 @@ def ablation_members(plan, seed: int) -> list[Member]:
         key = seeded(f"{base}+{name}" + ("" if scale == 1 else f"@{scale}"), seed)
         return Member(key, base, seed, group, value, scale, args, hessian, top_k_only)
 
-    if scale != 1:  # the baseline of C7/C15/C16, retrained at their scale
+    at_scale = next((i for i, m in enumerate(out) if m.value == scale), None)
+    if at_scale is not None:  # the fraction run at their scale is already the baseline run
+        out[at_scale] = dataclasses.replace(out[at_scale], analyses=hessian)
+    elif scale != 1:  # the baseline of C7/C15/C16, retrained at their scale
         out.append(variant("base", "baseline", None))
     out += [variant(f"win{w}", "window", w, local_window=w) for w in abl["windows"]]
     out += [variant(f"heads{h}", "heads", h, heads=h) for h in abl["heads"]]
@@ -112,7 +116,10 @@ def comparisons(plan, seed: int) -> dict[str, list[tuple[Any, str]]]:
     if base is None or not variants:
         return {}
     main = seeded(base, seed)
-    scaled = next((m.key for m in variants if m.group == "baseline"), main)
+    at_scale = [m.key for m in variants if m.group == "baseline"]
+    at_scale += [m.key for m in variants
+                 if m.group == "fraction" and m.value == plan.ablations["scale"]]  # fmt: skip
+    scaled = at_scale[0] if at_scale else main
     heads = MODELS[base].config.get("heads")
     out: dict[str, list[tuple[Any, str]]] = {
         "fraction": [(1.0, main)],

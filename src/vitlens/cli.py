@@ -268,6 +268,11 @@ def study_command(
     ),
     data_dir: str = typer.Option(None, help="Where datasets are found."),
     quiet: bool = typer.Option(False, help="No progress bars."),
+    workers: int = typer.Option(
+        None,
+        help="Processes running independent steps side by side on a CPU (default: "
+        "min(cores, 4); 1: one after another).",
+    ),
 ) -> None:
     """The paper as one command: train the models, run every analysis, write report.html."""
     from vitlens import distributed as dist
@@ -292,7 +297,7 @@ def study_command(
         precision=precision,
         data_dir=data_dir,
     )
-    report = study.run()
+    report = study.run(workers=workers)
     if dist.is_main():
         console.print(f"report: {report}")
 
@@ -322,7 +327,7 @@ def explain_command(
     device: str = typer.Option("auto", help="auto, cpu, cuda or mps."),
 ) -> None:
     """Show how a ViT sees images: attention maps, rollout, embeddings, tokens (one HTML page)."""
-    from vitlens.explain import explain
+    from vitlens.explaining import explain
 
     done = explain(
         run, out=out, images=image or [], class_index=class_, n_images=images_from_test,

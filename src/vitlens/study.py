@@ -317,15 +317,25 @@ class Study:
 
     # -- running -----------------------------------------------------------------------------
 
-    def run(self) -> Path:
-        """Train, analyse and report; returns the report's path."""
+    def run(self, workers: int | None = None) -> Path:
+        """Train, analyse and report; returns the report's path.
+
+        Args:
+            workers: processes that run independent steps side by side (None: automatic, see
+                `vitlens.parallel.plan_workers`; 1: every step in this process).
+        """
         from vitlens.ablations import study_members
         from vitlens.analysis.registry import get_analysis
+        from vitlens.device import resolve_device
+        from vitlens.parallel import plan_workers
 
+        side_by_side = plan_workers(workers, resolve_device(self.plan.device).type)
         members = study_members(self.plan)
-        for member in members:
-            if member.key not in self.plan.runs:
-                self._step(f"train/{member.key}", lambda m=member: self._train(m))
+        training = [
+            (f"train/{m.key}", ("train", m)) for m in members if m.key not in self.plan.runs
+        ]
+        self._steps(training, side_by_side)
+        analysing = []
         for name in self.plan.analyses:
             spec = get_analysis(name)
             for m in members:
@@ -333,12 +343,47 @@ class Study:
                     continue
                 if not spec.needs <= self._kinds(m.key):
                     continue
-                self._step(f"{name}/{m.key}", lambda a=name, m=m: self._analyse(a, m))
+                analysing.append((f"{name}/{m.key}", (name, m)))
+        self._steps(analysing, side_by_side)
         if dist.is_main():
             from vitlens.report.html import write_report
 
             return write_report(self.folder.root)
         return self.folder.report
+
+    def _steps(self, steps: list[tuple[str, tuple]], workers) -> None:
+        """Run the steps not yet done: here one by one, or side by side in worker processes
+        (each step is independent of the others of its list)."""
+        pending = [(n, job) for n, job in steps if self.steps.get(n, {}).get("status") != "done"]
+        if workers.processes <= 1 or len(pending) <= 1:
+            for name, job in pending:
+                self._step(name, lambda job=job: run_step(self, *job))
+            return
+        from vitlens.parallel import run_side_by_side
+
+        self._say(f"[study] {len(pending)} steps, {workers.processes} side by side ...")
+        jobs = [(str(self.folder.root), self.plan, *job) for _, job in pending]
+        errors = []
+        for i, outputs, seconds, error in run_side_by_side(_worker_step, jobs, workers):
+            name = pending[i][0]
+            if error is not None:
+                errors.append((name, error))
+                continue
+            self._say(f"[study] {name} done ({seconds:.0f} s)")
+            self._record(name, seconds, outputs)
+        if errors:  # every finished step is recorded; `--resume` redoes only the failed ones
+            name, error = errors[0]
+            if isinstance(error, VitlensError):
+                raise error
+            raise VitlensError(f"study step {name} failed: {type(error).__name__}: {error}")
+
+    def _record(self, name: str, seconds: float, outputs) -> None:
+        self.steps[name] = {
+            "status": "done",
+            "seconds": round(seconds, 2),
+            "outputs": [str(p) for p in outputs],
+        }
+        self._save_steps()
 
     def _step(self, name: str, work) -> None:
         if self.steps.get(name, {}).get("status") == "done":
@@ -347,12 +392,7 @@ class Study:
         start = time.perf_counter()
         outputs = work()
         if dist.is_main():
-            self.steps[name] = {
-                "status": "done",
-                "seconds": round(time.perf_counter() - start, 2),
-                "outputs": [str(p) for p in outputs],
-            }
-            self._save_steps()
+            self._record(name, time.perf_counter() - start, outputs)
         dist.barrier()
 
     def _save_steps(self) -> None:
@@ -376,7 +416,11 @@ class Study:
             # Killed before its first checkpoint: nothing in it is worth keeping.
             shutil.rmtree(out)
         dist.barrier()
-        Trainer(self.plan.train_config(member), out, resume=resume, quiet=self.quiet).run()
+        # The report reads each run's final metrics only: no test pass after every epoch.
+        Trainer(
+            self.plan.train_config(member), out, resume=resume, quiet=self.quiet,
+            evaluate_every_epoch=False,
+        ).run()  # fmt: skip
         return [out]
 
     @functools.cache  # noqa: B019  (a few models per study; the Study lives for one run)
@@ -414,3 +458,17 @@ class Study:
         if not dist.is_main():
             return []
         return [result.save(self.folder.result(analysis, key))]
+
+
+def run_step(study: Study, kind: str, member) -> list[Path]:
+    """One step of `study`: "train" a member, or run the analysis named `kind` on it."""
+    if kind == "train":
+        return study._train(member)
+    return study._analyse(kind, member)
+
+
+def _worker_step(folder: str, plan: StudyPlan, kind: str, member) -> list[str]:
+    """A step in a worker process (`vitlens.parallel`): the study folder's lock stays with the
+    parent; each run folder is locked by its own Trainer as usual."""
+    outputs = run_step(Study(folder, plan, quiet=True), kind, member)
+    return [str(p) for p in outputs]

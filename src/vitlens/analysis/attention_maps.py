@@ -225,6 +225,66 @@ def shift_of(model: nn.Module, module: nn.Module) -> tuple[int, int]:
     return 0, 0
 
 
+class _MapReader:
+    """Collects each MSA block's attention as it is produced and places it on the block's grid
+    when the block's tap (the stream after it) shows that grid."""
+
+    def __init__(self, model: nn.Module, images: torch.Tensor, keep_graph: bool):
+        self.model, self.images, self.keep_graph = unwrap(model), images, keep_graph
+        self.pending: dict[str, torch.Tensor] = {}
+        self.found: list[BlockMaps] = []
+        self.unread: dict[str, str] = {}
+
+    def keep(self, block: Block, attn: torch.Tensor) -> None:
+        if self.keep_graph and attn.requires_grad:
+            attn.retain_grad()
+        self.pending[block.name] = attn
+
+    def on_attention(self, block: Block):
+        def hook(_m, _inp, out):
+            self.keep(block, out[1] if isinstance(out, tuple) else out)
+
+        return hook
+
+    def on_softmax(self, block: Block):
+        # No module emits the maps: the one softmax over keys inside the branch is them.
+        def found_maps(seen: list[torch.Tensor]) -> None:
+            if len(seen) == 1:
+                self.keep(block, seen[0])
+            else:
+                self.unread[block.name] = f"its branch computed {len(seen)} softmaxes, not one"
+
+        return found_maps
+
+    def on_tap(self, block: Block, t: torch.Tensor) -> None:
+        attn = self.pending.pop(block.name, None)
+        if attn is None:
+            self.unread.setdefault(block.name, "its attention module emitted no map on this input")
+            return
+        grid = tuple(int(s) for s in block.layout.to_map(t).shape[-2:])
+        source = block.attention or block.branch
+        images = self.images
+        try:
+            geometry = resolve_geometry(
+                block, tuple(attn.shape), images.shape[0], grid, images.shape[-2:],
+                window_of(self.model, source),
+            )  # fmt: skip
+        except VitlensError as err:
+            self.unread[block.name] = str(err)
+            return
+        shift = shift_of(self.model, source) if geometry.n_windows > 1 else (0, 0)
+        self.found.append(BlockMaps(block, attn, grid, geometry, shift))
+
+    def hooks(self, blocks: list[Block]) -> list:
+        handles = []
+        for b in blocks:
+            if b.attention is not None:
+                handles.append(b.attention.register_forward_hook(self.on_attention(b)))
+            else:
+                handles += catching_softmax(b.branch, self.on_softmax(b))
+        return handles
+
+
 def capture_attention(model: nn.Module, images: torch.Tensor, *, keep_graph: bool = False):
     """Run `model` once on the explicit path and read every MSA block's attention.
 
@@ -233,64 +293,19 @@ def capture_attention(model: nn.Module, images: torch.Tensor, *, keep_graph: boo
     """
     anatomy = anatomy_of(model)
     msa = [b for b in anatomy.blocks if b.kind == "msa"]
-    unread = {b.name: "no attention module, and no softmax seen in its branch" for b in msa
-              if b.attention is None and b.branch is None}  # fmt: skip
+    reader = _MapReader(model, images, keep_graph)
+    for b in msa:
+        if b.attention is None and b.branch is None:
+            reader.unread[b.name] = "no attention module, and no branch to read a softmax in"
     readable = [b for b in msa if b.attention is not None or b.branch is not None]
-    pending: dict[str, torch.Tensor] = {}
-    found: list[BlockMaps] = []
-
-    def keep(block: Block, attn: torch.Tensor) -> None:
-        if keep_graph and attn.requires_grad:
-            attn.retain_grad()
-        pending[block.name] = attn
-
-    def on_attention(block: Block):
-        def hook(_m, _inp, out):
-            keep(block, out[1] if isinstance(out, tuple) else out)
-
-        return hook
-
-    def on_softmax(block: Block):
-        # No module emits the maps: the one softmax over keys inside the branch is them.
-        def found_maps(seen: list[torch.Tensor]) -> None:
-            if len(seen) == 1:
-                keep(block, seen[0])
-            else:
-                unread[block.name] = f"its branch computed {len(seen)} softmaxes, not one"
-
-        return found_maps
-
-    def on_tap(block: Block, t: torch.Tensor) -> None:
-        attn = pending.pop(block.name, None)
-        if attn is None:
-            unread.setdefault(block.name, "its attention module emitted no map on this input")
-            return
-        grid = tuple(int(s) for s in block.layout.to_map(t).shape[-2:])
-        source = block.attention or block.branch
-        window = window_of(unwrap(model), source)
-        try:
-            geometry = resolve_geometry(
-                block, tuple(attn.shape), images.shape[0], grid, images.shape[-2:], window
-            )
-        except VitlensError as err:
-            unread[block.name] = str(err)
-            return
-        shift = shift_of(unwrap(model), source) if geometry.n_windows > 1 else (0, 0)
-        found.append(BlockMaps(block, attn, grid, geometry, shift))
-
-    handles = []
-    for b in readable:
-        if b.attention is not None:
-            handles.append(b.attention.register_forward_hook(on_attention(b)))
-        else:
-            handles += catching_softmax(b.branch, on_softmax(b))
+    handles = reader.hooks(readable)
     try:
-        with anatomy.explicit(model), tapping(readable, on_tap):
+        with anatomy.explicit(model), tapping(readable, reader.on_tap):
             logits = anatomy.forward(model, images)
     finally:
         for h in handles:
             h.remove()
-    return Capture(found, logits, unread)
+    return Capture(reader.found, logits, reader.unread)
 
 
 def _rollout_note(blocks: list[BlockMaps]) -> str:
@@ -471,8 +486,21 @@ SPEC = register_analysis(
         order=10,
         budgets=VIEW_BUDGETS,
         options=(
-            Option("head_fusion", "mean", "how rollout fuses heads: mean, max or min"),
-            Option("class_index", None, "the class gradient rollout explains (default: predicted)"),
+            Option(
+                "head_fusion",
+                "mean",
+                "how rollout fuses heads: mean, max or min",
+                kind="choice",
+                choices=("mean", "max", "min"),
+            ),
+            Option(
+                "class_index",
+                None,
+                "the class gradient rollout explains (default: predicted)",
+                kind="int",
+                minimum=0,
+                optional=True,
+            ),
         ),
         figures=(
             Figure(

@@ -517,9 +517,30 @@ SPEC = register_analysis(
             ),
         ),
         options=(
-            Option("corruptions", CORRUPTIONS, "names among the 15 common corruptions"),
-            Option("severities", SEVERITIES, "severities among 1..5"),
-            Option("params", "auto", "corruption parameters: auto, cifar or imagenet"),
+            Option(
+                "corruptions",
+                CORRUPTIONS,
+                "names among the 15 common corruptions",
+                kind="choice",
+                choices=CORRUPTIONS,
+                many=True,
+            ),
+            Option(
+                "severities",
+                SEVERITIES,
+                "severities among 1..5",
+                kind="int",
+                minimum=1,
+                maximum=5,
+                many=True,
+            ),
+            Option(
+                "params",
+                "auto",
+                "corruption parameters: auto, cifar or imagenet",
+                kind="choice",
+                choices=("auto", "cifar", "imagenet"),
+            ),
         ),
         columns=(Column("corruption acc", lambda r: f"{r.mean_accuracy:.2%}"),),
     )

@@ -242,7 +242,16 @@ SPEC = register_analysis(
         order=20,
         budgets={p: Budget(1, 1) for p in ("analyze", "quick", "standard", "paper")},
         needs=frozenset({"msa"}),  # a study shows embeddings for its transformers
-        options=(Option("components", 16, "principal components of the embedding filters"),),
+        options=(
+            Option(
+                "components",
+                16,
+                "principal components of the embedding filters",
+                kind="int",
+                minimum=1,
+                maximum=4096,
+            ),
+        ),
         figures=(
             Figure(
                 "embeddings",

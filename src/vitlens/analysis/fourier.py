@@ -317,7 +317,16 @@ SPEC = register_analysis(
         section="features",
         order=10,
         budgets=FEATURE_BUDGETS,
-        options=(Option("eps", EPS, "offset inside the log of the amplitude"),),
+        options=(
+            Option(
+                "eps",
+                EPS,
+                "offset inside the log of the amplitude",
+                kind="float",
+                positive=True,
+                maximum=1e3,
+            ),
+        ),
         figures=(
             Figure(
                 "fourier",

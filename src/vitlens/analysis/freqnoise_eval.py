@@ -414,9 +414,30 @@ SPEC = register_analysis(
             "paper": Budget(None, 256, {"eps": EPS_SWEEP}),
         },
         options=(
-            Option("eps", DEFAULT_EPS, "noise amplitude before band-passing, or a list to sweep"),
-            Option("window", 0.1, "full width of each band, in units of π"),
-            Option("energy", "equal", "equal: every band's noise at one RMS; authors: unscaled"),
+            Option(
+                "eps",
+                DEFAULT_EPS,
+                "noise amplitude before band-passing, or a list to sweep",
+                kind="float",
+                positive=True,
+                maximum=100,
+                many=True,
+            ),
+            Option(
+                "window",
+                0.1,
+                "full width of each band, in units of π",
+                kind="float",
+                positive=True,
+                maximum=2,
+            ),
+            Option(
+                "energy",
+                "equal",
+                "equal: every band's noise at one RMS; authors: unscaled",
+                kind="choice",
+                choices=("equal", "authors"),
+            ),
         ),
         figures=(
             Figure(

@@ -604,11 +604,32 @@ SPEC = register_analysis(
             "paper": Budget(10, 256, {"steps": 21}),
         },
         options=(
-            Option("dims", 2, "1 or 2 directions"),
-            Option("steps", 21, "grid points per direction"),
-            Option("span", 1.0, "the grid covers [-span, span]"),
-            Option("directions", None, "random (filter-normalised) or hessian (top eigenvectors)"),
-            Option("normalization", "filter", "filter (Li et al.) or the authors' dim-0 variant"),
+            Option("dims", 2, "1 or 2 directions", kind="int", minimum=1, maximum=2),
+            # steps² loss evaluations: 201 (40,401 points) is already hours on a CPU.
+            Option("steps", 21, "grid points per direction", kind="int", minimum=2, maximum=201),
+            Option(
+                "span",
+                1.0,
+                "the grid covers [-span, span]",
+                kind="float",
+                positive=True,
+                maximum=100,
+            ),
+            Option(
+                "directions",
+                None,
+                "random (filter-normalised) or hessian (top eigenvectors)",
+                kind="choice",
+                choices=("random", "hessian"),
+                optional=True,
+            ),
+            Option(
+                "normalization",
+                "filter",
+                "filter (Li et al.) or the authors' dim-0 variant",
+                kind="choice",
+                choices=("filter", "filter_dim0", "none"),
+            ),
         ),
         figures=(
             Figure(

@@ -244,7 +244,16 @@ SPEC = register_analysis(
         section="features",
         order=40,
         budgets=FEATURE_BUDGETS,
-        options=(Option("blocks", None, "names of the blocks to lesion (default: all)"),),
+        options=(
+            Option(
+                "blocks",
+                None,
+                "names of the blocks to lesion (default: all)",
+                kind="str",
+                many=True,
+                optional=True,
+            ),
+        ),
         figures=(
             Figure(
                 "lesion",

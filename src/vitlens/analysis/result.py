@@ -85,6 +85,18 @@ class Result:
         """Write as JSON to `path` atomically (temporary file, then rename)."""
         return write_json(path, self.to_dict(), indent=1)
 
+    def plot(self, figure: str | None = None):
+        """This Result's figure, drawn by the report's own function: a matplotlib Figure."""
+        from vitlens.analysis.display import plot
+
+        return plot(self, figure)
+
+    def _repr_html_(self) -> str:
+        """Jupyter's display: a header, the key numbers and the figure, inlined."""
+        from vitlens.analysis.display import result_html
+
+        return result_html(self)
+
 
 def result_from_dict(data: dict[str, Any]) -> Result:
     """Rebuild a Result of the right class from `Result.to_dict()` output."""

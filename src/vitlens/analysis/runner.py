@@ -18,7 +18,7 @@ from typing import Any
 import torch
 
 from vitlens.analysis.result import Provenance, Result
-from vitlens.analysis.spec import AnalysisSpec, Inputs
+from vitlens.analysis.spec import AnalysisSpec, Inputs, check_options
 from vitlens.errors import VitlensError
 
 
@@ -164,7 +164,7 @@ def parse_options(spec: AnalysisSpec, pairs: list[str]) -> dict[str, Any]:
             )
         parts = [_json_or_text(t) for t in text.split(",")]
         options[key] = parts if len(parts) > 1 else parts[0]
-    return options
+    return check_options(spec, options)
 
 
 def _json_or_text(text: str) -> Any:
@@ -176,7 +176,8 @@ def _json_or_text(text: str) -> Any:
 
 def _options(spec: AnalysisSpec, given: dict[str, Any] | None) -> dict[str, Any]:
     """The analysis's declared defaults, then the caller's options."""
-    options = {**spec.option_defaults(), **spec.budget("analyze").options, **(given or {})}
+    given = check_options(spec, given or {}, only_declared=False)
+    options = {**spec.option_defaults(), **spec.budget("analyze").options, **given}
     # Defaults of None mean "the function's own default": leave them out.
     return {k: v for k, v in options.items() if v is not None or k in (given or {})}
 

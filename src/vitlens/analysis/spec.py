@@ -9,10 +9,13 @@ figures with their captions, its report section and the paper's claims it measur
 from __future__ import annotations
 
 import importlib
+import math
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
+
+from vitlens.errors import VitlensError
 
 if TYPE_CHECKING:
     import torch
@@ -37,13 +40,103 @@ SECTIONS = {
 }
 
 
+OptionKind = Literal["int", "float", "bool", "str", "choice", "any"]
+
+
 @dataclass(frozen=True)
 class Option:
-    """A keyword of the analysis function that `vitlens analyze --option KEY=VALUE` may set."""
+    """A keyword of the analysis function that `vitlens analyze --set KEY=VALUE` may set, with
+    what a value must be: `check` refuses anything else before any work starts.
+
+    Attributes:
+        kind: the type of the value (of each item when `many`); "any" is not checked.
+        minimum, maximum: inclusive bounds of a number (a maximum keeps sizes sane).
+        positive: a number must be above 0.
+        choices: the allowed values of a "choice".
+        many: a list of values (one value stands for a list of one).
+        optional: None is allowed (meaning the function's own default).
+    """
 
     name: str
     default: Any
     help: str
+    kind: OptionKind = "any"
+    minimum: float | None = None
+    maximum: float | None = None
+    positive: bool = False
+    choices: tuple[Any, ...] = ()
+    many: bool = False
+    optional: bool = False
+
+    def check(self, value: Any, analysis: str = "") -> Any:
+        """`value` as the function takes it (a list for `many`), or a VitlensError that names
+        the option, the value and what it must be."""
+        if value is None and (self.optional or self.default is None):
+            return None
+        if not self.many:
+            return self._one(value, analysis)
+        items = list(value) if isinstance(value, list | tuple) else [value]
+        if not items:
+            raise self._error(value, analysis, "at least one value")
+        return [self._one(v, analysis) for v in items]
+
+    def _one(self, value: Any, analysis: str) -> Any:
+        if self.kind == "any":
+            return value
+        if self.kind == "bool":
+            if not isinstance(value, bool):
+                raise self._error(value, analysis, "true or false")
+            return value
+        if self.kind in ("str", "choice"):
+            if not isinstance(value, str) or (self.choices and value not in self.choices):
+                wanted = f"one of {', '.join(map(str, self.choices))}" if self.choices else "text"
+                raise self._error(value, analysis, wanted)
+            return value
+        return self._number(value, analysis)
+
+    def _number(self, value: Any, analysis: str) -> int | float:
+        whole = self.kind == "int"
+        wanted = self._range("a whole number" if whole else "a number")
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise self._error(value, analysis, wanted)
+        if (whole and not isinstance(value, int)) or not math.isfinite(value):
+            raise self._error(value, analysis, wanted)
+        low_ok = self.minimum is None or value >= self.minimum
+        high_ok = self.maximum is None or value <= self.maximum
+        if not (low_ok and high_ok) or (self.positive and value <= 0):
+            raise self._error(value, analysis, wanted)
+        return int(value) if whole else float(value)
+
+    def _range(self, what: str) -> str:
+        parts = [what]
+        if self.positive:
+            parts.append("above 0")
+        if self.minimum is not None:
+            parts.append(f"at least {self.minimum:g}")
+        if self.maximum is not None:
+            parts.append(f"at most {self.maximum:g}")
+        return ", ".join(parts)
+
+    def _error(self, value: Any, analysis: str, wanted: str) -> VitlensError:
+        where = f"{analysis} option" if analysis else "option"
+        shown = repr(value)
+        shown = shown if len(shown) <= 40 else shown[:37] + "..."
+        return VitlensError(f"{where} {self.name}={shown}: must be {wanted}")
+
+
+def check_options(
+    spec: AnalysisSpec, options: Mapping[str, Any], *, only_declared: bool = True
+) -> dict[str, Any]:
+    """Every option of `options` checked against its declaration in `spec`; returns the values
+    as the function takes them. With `only_declared` (the command line), an undeclared name is
+    refused; without (the library, which may pass any keyword of the function), it passes."""
+    declared = {o.name: o for o in spec.options}
+    unknown = sorted(set(options) - set(declared))
+    if unknown and only_declared:
+        raise VitlensError(
+            f"{spec.name} has no option {', '.join(unknown)}; it takes {sorted(declared) or 'none'}"
+        )
+    return {k: declared[k].check(v, spec.name) if k in declared else v for k, v in options.items()}
 
 
 @dataclass(frozen=True)

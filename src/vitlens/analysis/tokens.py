@@ -191,7 +191,16 @@ SPEC = register_analysis(
         order=30,
         budgets=VIEW_BUDGETS,
         needs=frozenset({"msa"}),  # a study shows tokens for its transformers
-        options=(Option("outlier_factor", OUTLIER_FACTOR, "outlier: this many x the median"),),
+        options=(
+            Option(
+                "outlier_factor",
+                OUTLIER_FACTOR,
+                "outlier: this many x the median",
+                kind="float",
+                minimum=1.0,
+                maximum=1e6,
+            ),
+        ),
         figures=(
             Figure(
                 "tokens",

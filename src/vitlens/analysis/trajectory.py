@@ -299,7 +299,11 @@ SPEC = register_analysis(
         data="snapshots",
         section="optimization",
         order=80,
-        options=(Option("pca", True, "also project the path on its top-2 principal directions"),),
+        options=(
+            Option(
+                "pca", True, "also project the path on its top-2 principal directions", kind="bool"
+            ),
+        ),
         figures=(
             Figure(
                 "trajectory",

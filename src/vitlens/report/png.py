@@ -9,6 +9,9 @@ from matplotlib.figure import Figure
 from vitlens.atomic import write_png
 
 
-def save_png(fig: Figure, path: str | Path) -> Path:
-    """Write `fig` as a PNG to `path` atomically; returns the path."""
+def save_png(fig: Figure, path: str | Path | None) -> Path | Figure:
+    """Write `fig` as a PNG to `path` atomically and return the path; with no path, return the
+    Figure itself (`Result.plot()` in a notebook draws with the report's own functions)."""
+    if path is None:
+        return fig
     return write_png(fig, path, dpi=120)

@@ -138,12 +138,21 @@ class Trainer:
     """
 
     def __init__(
-        self, config: TrainConfig, out: str | Path, *, resume: bool = False, quiet: bool = False
+        self,
+        config: TrainConfig,
+        out: str | Path,
+        *,
+        resume: bool = False,
+        quiet: bool = False,
+        evaluate_every_epoch: bool = True,
     ):
+        """`evaluate_every_epoch=False` evaluates the test split after the last epoch only (a
+        study reads only the final metrics); the weights are the same either way."""
         self.cfg = config
         self.out = Path(out)
         self.resume = resume
         self.quiet = quiet
+        self.evaluate_every_epoch = evaluate_every_epoch
 
     def run(self) -> dict[str, Any]:
         device = resolve_device(self.cfg.device)
@@ -432,7 +441,11 @@ class Trainer:
     def _end_epoch(self, run: RunState, epoch: int, sums: torch.Tensor, seconds: float) -> None:
         """Evaluate, log the epoch's row, keep a snapshot, checkpoint."""
         cfg, spe = self.cfg, run.steps_per_epoch
-        metrics = evaluate(run.ddp_model, run.test, cfg.eval_batch_size, run.device, cfg.ece_bins)
+        metrics = {}
+        if self.evaluate_every_epoch or epoch + 1 == cfg.epochs:
+            metrics = evaluate(
+                run.ddp_model, run.test, cfg.eval_batch_size, run.device, cfg.ece_bins
+            )
         row = {
             "epoch": epoch + 1,
             "step": (epoch + 1) * spe,
@@ -560,9 +573,13 @@ def _tensorboard(out: Path):
 
 
 def _summary(row: dict) -> str:
+    test = (
+        f"  test acc {row['test_acc']:.4f}  NLL {row['test_nll']:.4f}  ECE {row['test_ece']:.4f}"
+        if "test_acc" in row
+        else ""
+    )
     return (
-        f"epoch {row['epoch']}: train NLL {row['train_nll']:.4f}  test acc {row['test_acc']:.4f}"
-        f"  NLL {row['test_nll']:.4f}  ECE {row['test_ece']:.4f}"
+        f"epoch {row['epoch']}: train NLL {row['train_nll']:.4f}{test}"
         f"  ({row['images_per_second']:.0f} img/s)"
     )
 

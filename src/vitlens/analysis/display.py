@@ -1,0 +1,106 @@
+"""Results that draw themselves, for notebooks: `Result.plot()`, `vitlens.plot(results)` and the
+rich display `Result._repr_html_()`.
+
+The figure is the report's own: each analysis spec names its figure functions
+(`"module:function"`, imported on use), and every one of them returns the matplotlib Figure when
+it is given no path. So a notebook, `vitlens analyze` and the study report draw with the same
+code. The HTML display is a short header (analysis, model, data), the Result's scalar numbers as
+a small table and its figure as an inlined PNG: a few kilobytes, nothing loaded from the network.
+"""
+
+from __future__ import annotations
+
+import base64
+import dataclasses
+import html
+import io
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+from vitlens.errors import VitlensError
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
+    from vitlens.analysis.result import Result
+
+MAX_ROWS = 12  # scalar fields shown in the display's table
+
+
+def plot(results: Result | Sequence[Result], figure: str | None = None) -> Figure:
+    """Several Results of one analysis overlaid (e.g. ViT against ResNet, as the paper draws
+    them), or one Result: the report's figure as a matplotlib Figure.
+
+    Args:
+        results: one Result, or Results of the same analysis.
+        figure: which of the analysis's figures (default: its first), e.g. "corruptions_heatmap".
+
+    Raises:
+        VitlensError: no Results, Results of different analyses, or an unknown figure.
+    """
+    from vitlens.analysis.registry import get_analysis
+    from vitlens.analysis.result import Result
+
+    items = [results] if isinstance(results, Result) else list(results)
+    if not items:
+        raise VitlensError("no Results to plot")
+    kinds = sorted({r.analysis for r in items})
+    if len(kinds) > 1:
+        raise VitlensError(f"cannot overlay Results of different analyses: {', '.join(kinds)}")
+    empty = [r for r in items if not _has_values(r)]
+    if empty:
+        model = empty[0].provenance.model or "a model"
+        raise VitlensError(f"the {kinds[0]} Result of {model} holds no values to draw")
+    figures = get_analysis(kinds[0]).figures
+    chosen = [f for f in figures if figure in (None, f.name)]
+    if not chosen:
+        names = ", ".join(f.name for f in figures) or "none"
+        raise VitlensError(f"{kinds[0]} has no figure {figure!r}; its figures: {names}")
+    try:
+        return chosen[0].drawer()(items, None)
+    except (ValueError, IndexError, KeyError, ZeroDivisionError) as err:
+        raise VitlensError(f"cannot draw these {kinds[0]} Results: {err}") from None
+
+
+def _has_values(result: Result) -> bool:
+    """Whether any list or mapping field of the Result holds something."""
+    return any(
+        isinstance(v, list | dict) and len(v) > 0
+        for v in (getattr(result, f.name) for f in dataclasses.fields(result))
+    )
+
+
+def scalars(result: Result) -> list[tuple[str, Any]]:
+    """The Result's single-number (and short text) fields, in declaration order."""
+    rows = []
+    for f in dataclasses.fields(result):
+        value = getattr(result, f.name)
+        if isinstance(value, bool | int | float) or (isinstance(value, str) and len(value) < 60):
+            rows.append((f.name, value))
+    return rows[:MAX_ROWS]
+
+
+def result_html(result: Result, dpi: int = 60) -> str:
+    """The notebook display: header, key numbers, inlined figure."""
+    p = result.provenance
+    where = ", ".join(x for x in (p.dataset, p.split) if x)
+    head = f"<b>{html.escape(result.analysis)}</b> of <b>{html.escape(p.model or '?')}</b>"
+    head += f" <small>({html.escape(where)})</small>" if where else ""
+    cells = "".join(
+        f"<tr><td>{html.escape(k)}</td><td>{html.escape(_short(v))}</td></tr>"
+        for k, v in scalars(result)
+    )
+    image = ""
+    try:
+        fig = plot(result)
+        buffer = io.BytesIO()
+        fig.savefig(buffer, format="png", dpi=dpi)
+        data = base64.b64encode(buffer.getvalue()).decode("ascii")
+        image = f"<img alt='{html.escape(result.analysis)}' src='data:image/png;base64,{data}'>"
+    except VitlensError as err:
+        image = f"<p><i>no figure: {html.escape(str(err))}</i></p>"
+    return f"<div>{head}<table>{cells}</table>{image}</div>"
+
+
+def _short(value: Any) -> str:
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
