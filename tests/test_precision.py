@@ -175,7 +175,7 @@ def test_study_and_buildup_pass_precision_to_each_run(tmp_path, monkeypatch):
     monkeypatch.setattr(vitlens.train, "Trainer", Recorder)
     plan = StudyPlan.from_preset("quick", models=["vit_nano"], precision="fp32")
     with pytest.raises(Interrupted):
-        Study.create(tmp_path / "study", plan, quiet=True).run()
+        Study.create(tmp_path / "study", plan, quiet=True).run(workers=1)  # in this process
     with pytest.raises(Interrupted):
         buildup(tmp_path / "buildup", precision="bf16", quiet=True)
     assert seen == ["fp32", "bf16"]
