@@ -165,7 +165,7 @@ def pyhessian_top5(model, x, t, wd: float, tol: float, max_iter: int):
 
 
 def section_hessian(args, device: torch.device) -> dict:
-    from vitlens.analysis.hessian import HessianOperator
+    from vitlens.analysis.curvature import HessianOperator
     from vitlens.analysis.linalg import lanczos
     from vitlens.data import BatchMixer
     from vitlens.models import create_model

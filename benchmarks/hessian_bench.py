@@ -32,7 +32,7 @@ from pathlib import Path
 
 import torch
 
-from vitlens.analysis.hessian import HessianOperator
+from vitlens.analysis.curvature import HessianOperator
 from vitlens.analysis.linalg import block_lanczos, lanczos, power_iteration
 from vitlens.analysis.loss_surface import nll_loss
 from vitlens.anatomy import explicit_attention

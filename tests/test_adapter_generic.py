@@ -181,7 +181,7 @@ def _batches(n=2, size=4):
 # adapter's explicit switch to compute them with clamp.
 @pytest.mark.parametrize("name", ["timm_convnext_atto", "tv_mobilenet_v3_small"])
 def test_every_analysis_runs_or_says_why_not(name):
-    from vitlens.analysis.attention_stats import attention_stats
+    from vitlens.analysis.attention import attention_stats
     from vitlens.analysis.cka import cka
     from vitlens.analysis.fourier import fourier
     from vitlens.analysis.hessian import hessian_spectrum

@@ -254,7 +254,7 @@ def _batches(n=2, size=4):
 
 @pytest.mark.parametrize("name", CLASSIFIERS)
 def test_every_analysis_runs(name):
-    from vitlens.analysis.attention_stats import attention_stats
+    from vitlens.analysis.attention import attention_stats
     from vitlens.analysis.cka import cka
     from vitlens.analysis.fourier import fourier
     from vitlens.analysis.hessian import hessian_spectrum

@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, TensorDataset
 
 from vitlens.analysis import load_result
-from vitlens.analysis.attention_stats import (
+from vitlens.analysis.attention import (
     AttentionResult,
     Geometry,
     attention_stats,

@@ -9,14 +9,8 @@ import torch
 from torch import nn
 
 from vitlens.analysis import load_result
-from vitlens.analysis.hessian import (
-    HessianOperator,
-    HessianResult,
-    ParamSelection,
-    hessian_spectrum,
-    nep_ape,
-    select_parameters,
-)
+from vitlens.analysis.curvature import HessianOperator, ParamSelection, select_parameters
+from vitlens.analysis.hessian import HessianResult, hessian_spectrum, nep_ape
 from vitlens.analysis.landscape import (
     LandscapeResult,
     loss_landscape,
@@ -238,7 +232,7 @@ def test_l2_shifts_every_eigenvalue_by_weight_decay(vit_batch):
     l2 = HessianOperator(model, vit_batch, objective="nll+l2", weight_decay=wd)
     # The L2 operator agrees with double backprop through NLL + wd/2 ||theta||^2 itself.
     params = list(model.parameters())
-    from vitlens.analysis.hessian import nll_loss
+    from vitlens.analysis.loss_surface import nll_loss
     from vitlens.anatomy import explicit_attention
 
     with explicit_attention(model):
@@ -329,7 +323,7 @@ def test_train_mode_leaves_batchnorm_statistics_and_modes_untouched():
 
 
 def test_fixed_batches_rechunk_and_seed_each_minibatch():
-    from vitlens.analysis.hessian import fixed_batches
+    from vitlens.analysis.loss_surface import fixed_batches
 
     data = [(torch.arange(5.0).view(5, 1, 1, 1), torch.arange(5)) for _ in range(2)]
     chunks = list(fixed_batches(data, batch_size=4))
@@ -411,7 +405,7 @@ def test_2d_landscape_restores_parameters_bit_exactly_and_round_trips(tmp_path, 
     assert grid_outer.loss == result.loss  # same fixed batches, same points, any loop order
     assert result.grid().shape == (3, 3) and result.n_samples == 6
     centre = result.nll[1][1]
-    from vitlens.analysis.hessian import fixed_batches, nll_loss
+    from vitlens.analysis.loss_surface import fixed_batches, nll_loss
 
     with torch.no_grad():
         ref = sum(

@@ -833,7 +833,7 @@ API_CASES = [
         "batch",
     ),
     ("landscape-empty", lambda t: _analysis("landscape", "loss_landscape"), "batch"),
-    ("attention-empty", lambda t: _analysis("attention_stats", "attention_stats"), "empty"),
+    ("attention-empty", lambda t: _analysis("attention", "attention_stats"), "empty"),
 ]
 
 

@@ -11,7 +11,7 @@ import math
 import pytest
 import torch
 
-from vitlens.analysis.attention_stats import AttentionResult
+from vitlens.analysis.attention import AttentionResult
 from vitlens.analysis.claim import (
     UNTESTABLE,
     Claim,
@@ -20,7 +20,7 @@ from vitlens.analysis.claim import (
     combine,
     spearman,
 )
-from vitlens.analysis.freqnoise_eval import frequency_noise_robustness
+from vitlens.analysis.freqnoise import frequency_noise_robustness
 from vitlens.analysis.landscape import c8_flat_landscape
 from vitlens.analysis.lesion import LesionResult, c13_stage_end_msa, stage_lesions
 from vitlens.analysis.variance import VarianceResult, c11_variance

@@ -22,3 +22,18 @@ def test_the_worked_examples_run(capsys):
     out = capsys.readouterr().out
     assert "['embed', 'block0.msa', 'block0.mlp']" in out
     assert "block1.mlp" in out and "msa" in out  # the lesion table, one row per block
+
+
+def test_the_table_of_analyses_is_what_the_specs_say():
+    import importlib.util
+
+    path = DOC.parents[1] / "scripts" / "api_tables.py"
+    loader = importlib.util.spec_from_file_location("api_tables", path)
+    module = importlib.util.module_from_spec(loader)
+    loader.loader.exec_module(module)
+    text = DOC.read_text()
+    assert module.rewritten(text) == text, "stale: run python scripts/api_tables.py"
+    hessian = next(line for line in text.splitlines() if line.startswith("| `hessian`"))
+    assert "`curvature_batches=" in hessian and "`trace`" in hessian  # the drift the issue found
+    freqnoise = next(line for line in text.splitlines() if line.startswith("| `freqnoise`"))
+    assert "`eps=0.7`" in freqnoise

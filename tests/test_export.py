@@ -23,7 +23,7 @@ from vitlens.models import create_model
 
 @functools.cache
 def results():
-    from vitlens.analysis.attention_stats import attention_stats
+    from vitlens.analysis.attention import attention_stats
     from vitlens.analysis.cka import cka
     from vitlens.analysis.fourier import fourier
     from vitlens.analysis.hessian import hessian_spectrum

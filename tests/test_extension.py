@@ -20,7 +20,7 @@ from torch import nn
 from typer.testing import CliRunner
 
 from vitlens.analysis import registry
-from vitlens.analysis.attention_stats import attention_stats
+from vitlens.analysis.attention import attention_stats
 from vitlens.analysis.fourier import fourier
 from vitlens.analysis.hessian import hessian_spectrum
 from vitlens.analysis.lesion import lesion

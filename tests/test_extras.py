@@ -41,7 +41,7 @@ def test_vitlens_works_without_transformers_and_says_what_hf_needs():
         "from vitlens.models import create_model\n"
         "assert describe(create_model('vit_nano'))[0].name == 'embed'\n"
         "from vitlens.errors import VitlensError\n"
-        "from vitlens.importing import build_foreign\n"
+        "from vitlens.models.foreign import build_foreign\n"
         "try:\n"
         "    build_foreign('hf:x', num_classes=2, image_size=32, in_chans=3)\n"
         "except VitlensError as err:\n"

@@ -54,7 +54,7 @@ def test_timm_weights_round_trip_through_a_run_folder(tmp_path):
     torch.testing.assert_close(logits(model), logits(theirs), rtol=0, atol=0)
     origin = record["import"]
     assert origin["source"] == "timm:test_vit" and origin["weights"] == "w.safetensors"
-    from vitlens.importing import sha256_of
+    from vitlens.atomic import file_digest as sha256_of
 
     assert origin["weights_sha256"] == sha256_of(weights)
     assert origin["normalisation"]["dataset"]["mean"] == [pytest.approx(0.2860, abs=1e-3)]

@@ -16,14 +16,14 @@ from PIL import Image
 from torch import nn
 
 from vitlens.analysis import load_result
-from vitlens.analysis.corruption_eval import (
+from vitlens.analysis.corruptions import (
     CorruptionResult,
     clean_batches,
     corruption_errors,
     corruption_robustness,
     corruption_robustness_from_files,
 )
-from vitlens.analysis.freqnoise_eval import FreqNoiseResult, frequency_noise_robustness
+from vitlens.analysis.freqnoise import FreqNoiseResult, frequency_noise_robustness
 from vitlens.data.dataset import mix_seed
 from vitlens.errors import ConfigError, UnknownNameError, VitlensError
 from vitlens.report.plots.corruptions import plot_corruption_bars, plot_corruption_heatmap

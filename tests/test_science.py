@@ -10,7 +10,7 @@ from PIL import Image
 from torch import nn
 
 from vitlens.analysis import load_result
-from vitlens.analysis.freqnoise_eval import DEFAULT_EPS, FreqNoiseResult, frequency_noise_robustness
+from vitlens.analysis.freqnoise import DEFAULT_EPS, FreqNoiseResult, frequency_noise_robustness
 from vitlens.analysis.result import Provenance
 from vitlens.data.dataset import mix_seed
 from vitlens.robustness.freqnoise import band_noise
@@ -119,7 +119,7 @@ def _freq_result(model: str, curves: dict[float, list[float]]) -> FreqNoiseResul
 
 def test_c10_is_judged_at_the_largest_eps():
     from vitlens.analysis.claim import StudyView
-    from vitlens.analysis.freqnoise_eval import c10_frequency_noise
+    from vitlens.analysis.freqnoise import c10_frequency_noise
 
     # At 0.1 the ViT looks worse at high frequency (noise); at 0.7 it is clearly better.
     vit = _freq_result("vit_nano", {0.1: [0.0, -0.02], 0.7: [-0.20, -0.04]})
@@ -149,7 +149,7 @@ def test_freqnoise_figure_draws_every_eps(tmp_path):
 @pytest.fixture(scope="module")
 def small_hessian():
     """A 51-parameter MLP, one batch, and its dense Hessian (NLL + L2) built column by column."""
-    from vitlens.analysis.hessian import HessianOperator
+    from vitlens.analysis.curvature import HessianOperator
 
     torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(4, 6), nn.Tanh(), nn.Linear(6, 3)).double()
@@ -297,8 +297,8 @@ def test_landscape_along_hessian_eigenvectors_curves_by_the_eigenvalue(small_hes
 
 
 def test_linear_interpolation_between_two_runs(small_hessian, tmp_path):
-    from vitlens.analysis.hessian import nll_loss
     from vitlens.analysis.landscape import loss_landscape
+    from vitlens.analysis.loss_surface import nll_loss
     from vitlens.errors import ConfigError
 
     model, data, _, _ = small_hessian

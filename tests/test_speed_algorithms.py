@@ -11,7 +11,8 @@ import pytest
 import torch
 from torch import nn
 
-from vitlens.analysis.hessian import HessianOperator, hessian_spectrum
+from vitlens.analysis.curvature import HessianOperator
+from vitlens.analysis.hessian import hessian_spectrum
 from vitlens.analysis.linalg import MatrixOperator, block_lanczos, lanczos, matmat
 from vitlens.data import BatchMixer
 from vitlens.models import create_model

@@ -25,7 +25,20 @@ from vitlens.analysis.claim import (
     tied,
 )
 
-CURVATURE = "hessian"  # the analysis the ablation claims read NEP and APE from
+
+def ablation_analyses() -> dict[str, dict[str, Any]]:
+    """The analyses an ablation run gets, with their options (declared by each spec)."""
+    from vitlens.analysis.registry import analyses
+
+    return {s.name: dict(s.ablation_options) for s in analyses() if s.ablation_options is not None}
+
+
+def curvature_results(view: StudyView) -> dict[str, Any]:
+    """The ablation runs' Results that carry NEP and APE, by run key."""
+    found: dict[str, Any] = {}
+    for name in ablation_analyses():
+        found.update(view.results.get(name, {}))
+    return found
 
 
 @dataclass(frozen=True)
@@ -81,8 +94,8 @@ def ablation_members(plan, seed: int) -> list[Member]:
     abl = plan.ablations
     if base is None or not abl:
         return []
-    hessian = (CURVATURE,)
-    top_k_only = {CURVATURE: {"density": False, "trace": False}}  # NEP and APE need no more
+    declared = ablation_analyses()
+    hessian, top_k_only = tuple(declared), declared
     smallest = min(abl["fractions"], default=None)
     out = [
         Member(seeded(f"{base}+frac{f}", seed), base, seed, "fraction", f, f,
@@ -141,9 +154,7 @@ def _rows(view: StudyView, group: str) -> list[tuple[Any, dict]]:
 
 
 def _curvature(view: StudyView, group: str) -> list[tuple[Any, Any]]:
-    found = [
-        (v, view.results.get(CURVATURE, {}).get(k)) for v, k in view.comparisons.get(group, [])
-    ]
+    found = [(v, curvature_results(view).get(k)) for v, k in view.comparisons.get(group, [])]
     return [(v, r) for v, r in found if r is not None]
 
 

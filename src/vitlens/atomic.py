@@ -14,6 +14,7 @@ so writing an HTML report or a JSON file never loads torch.
 from __future__ import annotations
 
 import errno
+import hashlib
 import json
 import os
 import re
@@ -172,3 +173,12 @@ def append_json_line(path: str | Path, row: Any) -> None:
             os.fsync(f.fileno())
     except OSError as err:
         raise write_error(path, err) from None
+
+
+def file_digest(path: str | Path, algorithm: str = "sha256") -> str:
+    """Hex digest of a file, read in 1 MiB chunks (checkpoints, imports and data share it)."""
+    h = hashlib.new(algorithm)
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()

@@ -16,8 +16,8 @@ from pathlib import Path
 
 import torch
 
+from vitlens.analysis.attention import attention_stats
 from vitlens.analysis.attention_maps import attention_maps_of, capture_attention
-from vitlens.analysis.attention_stats import attention_stats
 from vitlens.analysis.embeddings import embeddings
 from vitlens.analysis.result import Provenance, Result
 from vitlens.analysis.runner import Subject, clean_batches, load_subject

@@ -33,10 +33,10 @@ from typing import ClassVar, Literal
 import torch
 from torch import nn
 
-from vitlens.analysis.attention_stats import Geometry, resolve_geometry, window_of
+from vitlens.analysis.geometry import Geometry, resolve_geometry, window_of
 from vitlens.analysis.registry import register_analysis
 from vitlens.analysis.result import Provenance, Result
-from vitlens.analysis.spec import AnalysisSpec, Budget, Figure, Option, streamed
+from vitlens.analysis.spec import VIEW_BUDGETS, AnalysisSpec, Figure, Option, streamed
 from vitlens.analysis.streaming import (
     Batch,
     evaluating,
@@ -468,13 +468,6 @@ def _result(all_blocks, capture: Capture, out: _Collected, fusion, n_batches, pr
 
 
 # One small batch of fixed test images: these are per-image views, not statistics.
-VIEW_BUDGETS = {
-    "analyze": Budget(1, 4),
-    "quick": Budget(1, 4),
-    "standard": Budget(1, 4),
-    "paper": Budget(1, 4),
-}
-
 SPEC = register_analysis(
     AnalysisSpec(
         name="attention_maps",

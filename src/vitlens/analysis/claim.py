@@ -22,7 +22,7 @@ from typing import Any
 from vitlens.analysis.result import Result
 
 # Families the claims compare. A zoo model's family is its ModelSpec's; an outside model's is
-# read from its block kinds (see `vitlens.study.model_family`).
+# read from its block kinds (see `vitlens.plan.model_family`).
 TRANSFORMERS = ("vit", "transformer")
 CNNS = ("resnet", "cnn")
 

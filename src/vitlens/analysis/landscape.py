@@ -50,6 +50,8 @@ from torch import nn
 
 from vitlens import distributed as dist
 from vitlens.analysis.claim import Claim, StudyView, not_measured
+from vitlens.analysis.curvature import HessianOperator
+from vitlens.analysis.linalg import lanczos
 from vitlens.analysis.loss_surface import (
     Augment,
     Criterion,
@@ -318,9 +320,6 @@ def hessian_directions(
     Returns:
         (directions, eigenvalues), largest eigenvalue first.
     """
-    from vitlens.analysis.hessian import HessianOperator
-    from vitlens.analysis.linalg import lanczos
-
     with HessianOperator(model, batch, train_mode=train_mode, seed=seed) as op:
         eigs = lanczos(op, count, which="largest", tol=tol, seed=seed, return_vectors=True)
         names, params = op.names, op.params

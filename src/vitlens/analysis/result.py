@@ -76,8 +76,8 @@ class Result:
         return {"analysis": self.analysis, "schema": self.schema, **body}
 
     def to_frame(self):
-        """This Result as a tidy long-format pandas DataFrame (`vitlens.export`)."""
-        from vitlens.export import to_frame
+        """This Result as a tidy long-format pandas DataFrame (`vitlens.analysis.tables`)."""
+        from vitlens.analysis.tables import to_frame
 
         return to_frame(self)
 
@@ -98,11 +98,8 @@ class Result:
         return result_html(self)
 
 
-def result_from_dict(data: dict[str, Any]) -> Result:
-    """Rebuild a Result of the right class from `Result.to_dict()` output."""
-    if not isinstance(data, dict):
-        raise VitlensError(f"a Result is a JSON mapping, not a {type(data).__name__}")
-    name = data.get("analysis")
+def result_class(name: Any) -> type[Result]:
+    """The Result class of the analysis (or other result kind) `name`."""
     if name not in _REGISTRY:
         from vitlens.analysis.registry import load_builtin
 
@@ -111,7 +108,15 @@ def result_from_dict(data: dict[str, Any]) -> Result:
         importlib.import_module(module)
     if name not in _REGISTRY:
         raise VitlensError(f"unknown result kind {name!r}; known: {sorted(_REGISTRY)}")
-    cls = _REGISTRY[name]
+    return _REGISTRY[name]
+
+
+def result_from_dict(data: dict[str, Any]) -> Result:
+    """Rebuild a Result of the right class from `Result.to_dict()` output."""
+    if not isinstance(data, dict):
+        raise VitlensError(f"a Result is a JSON mapping, not a {type(data).__name__}")
+    name = data.get("analysis")
+    cls = result_class(name)
     if data.get("schema") != cls.schema:
         raise VitlensError(
             f"{name} result has schema {data.get('schema')}, this vitlens reads {cls.schema}"

@@ -149,6 +149,15 @@ class Budget:
     options: Mapping[str, Any] = field(default_factory=dict)
 
 
+# The per-image views (attention maps, tokens, embeddings): one batch of four images anywhere.
+VIEW_BUDGETS = {
+    "analyze": Budget(1, 4),
+    "quick": Budget(1, 4),
+    "standard": Budget(1, 4),
+    "paper": Budget(1, 4),
+}
+
+
 @dataclass(frozen=True)
 class Figure:
     """One figure drawn from the Results of one analysis (all models of a study overlaid where
@@ -212,6 +221,8 @@ class AnalysisSpec:
         claims: checks of the paper's claims (`vitlens.analysis.claim`) this analysis measures.
         columns: what it adds to the report's accuracy table.
         needs: block kinds a model must have for the analysis to apply (the study skips others).
+        ablation_options: None if the study's ablation runs (the ViT variants) skip this
+            analysis; else the options they run it with (the ablation claims read its Results).
     """
 
     name: str
@@ -227,6 +238,7 @@ class AnalysisSpec:
     claims: tuple[Callable[[StudyView], Claim], ...] = ()
     columns: tuple[Column, ...] = ()
     needs: frozenset[str] = frozenset()
+    ablation_options: Mapping[str, Any] | None = None
 
     def __post_init__(self):
         if self.section not in SECTIONS:

@@ -13,7 +13,7 @@ feature map, where a position's channel vector is its token):
   tokens.
 
 Mean attention distance against depth (ViT paper Fig. 7, right) is the attention analysis's
-(`vitlens.analysis.attention_stats`); the page and the report draw it from that Result.
+(`vitlens.analysis.attention`); the page and the report draw it from that Result.
 """
 
 from __future__ import annotations
@@ -26,10 +26,9 @@ from typing import ClassVar
 import torch
 from torch import nn
 
-from vitlens.analysis.attention_maps import VIEW_BUDGETS
 from vitlens.analysis.registry import register_analysis
 from vitlens.analysis.result import Provenance, Result
-from vitlens.analysis.spec import AnalysisSpec, Figure, Option, streamed
+from vitlens.analysis.spec import VIEW_BUDGETS, AnalysisSpec, Figure, Option, streamed
 from vitlens.analysis.streaming import (
     Batch,
     evaluating,

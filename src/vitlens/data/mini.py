@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from vitlens.data.paths import file_digest
+from vitlens.atomic import file_digest
 from vitlens.errors import VitlensError
 
 MINI_FILENAME = "fashion_mnist_mini.npz"

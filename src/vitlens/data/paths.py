@@ -7,7 +7,6 @@ renamed into place only once complete and verified (DESIGN.md §5).
 
 from __future__ import annotations
 
-import hashlib
 import os
 import shutil
 import tempfile
@@ -15,6 +14,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+from vitlens.atomic import file_digest
 from vitlens.errors import VitlensError
 
 ENV_VAR = "VITLENS_DATA"
@@ -35,15 +35,6 @@ def data_root(data_dir: str | Path | None = None) -> Path:
     if env:
         return Path(env).expanduser()
     return Path.home() / ".cache" / "vitlens" / "data"
-
-
-def file_digest(path: Path, algorithm: str = "sha256") -> str:
-    """Hex digest of a file, read in chunks."""
-    h = hashlib.new(algorithm)
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def download_file(url: str, dest: Path, *, md5: str | None = None, timeout: float = 60.0) -> Path:

@@ -118,7 +118,7 @@ def create_model(
         ConfigError: an override the family does not accept, or a value it rejects.
     """
     if ":" in name:  # an outside model (`vitlens import`): timm:NAME, torchvision:NAME, hf:DIR
-        from vitlens.importing import build_foreign
+        from vitlens.models.foreign import build_foreign
 
         sizes = dict(num_classes=num_classes, image_size=image_size, in_chans=in_chans)
         return build_foreign(name, **sizes, **overrides)

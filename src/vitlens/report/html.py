@@ -324,7 +324,7 @@ def _ablation_figures(view: StudyView, folder: StudyFolder) -> dict[str, tuple[P
 def write_report(folder: str | Path) -> Path:
     """Draw every figure from the saved Results of a study and write `report.html`."""
     from vitlens.ablations import study_members
-    from vitlens.study import StudyPlan
+    from vitlens.plan import StudyPlan
 
     folder = StudyFolder(Path(folder))
     plan_data, steps = folder.read_state()

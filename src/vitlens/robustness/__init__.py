@@ -7,8 +7,8 @@
 - `band_noise`, `band_pass`, `sign_noise`: the frequency-band noise of Park & Kim (ICLR 2022),
   Fig. 2b.
 
-The evaluations built on these are `vitlens.analysis.corruption_eval` and
-`vitlens.analysis.freqnoise_eval`.
+The evaluations built on these are `vitlens.analysis.corruptions` and
+`vitlens.analysis.freqnoise`.
 """
 
 from vitlens.robustness.cifar_c import RELEASED, check_cifar_c, cifar_c_batches, load_cifar_c

@@ -14,7 +14,6 @@ write (a kill, a full disk), one complete, verified checkpoint exists.
 from __future__ import annotations
 
 import base64
-import hashlib
 import json
 import re
 from pathlib import Path
@@ -25,7 +24,13 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file
 from torch import nn
 
-from vitlens.atomic import remove_temporaries, write_error, write_safetensors, write_text
+from vitlens.atomic import (
+    file_digest,
+    remove_temporaries,
+    write_error,
+    write_safetensors,
+    write_text,
+)
 from vitlens.errors import VitlensError
 
 FORMAT = "vitlens-checkpoint/1"
@@ -37,15 +42,7 @@ class CheckpointError(VitlensError):
 
 def _atomic_save_tensors(path: Path, tensors: dict[str, torch.Tensor], meta: dict[str, str]) -> str:
     write_safetensors(path, tensors, meta)
-    return _sha256(path)
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
+    return file_digest(path)
 
 
 def optimizer_tensors(optimizer: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], list]:
@@ -194,7 +191,7 @@ def read_optimizer(json_path: Path, record: dict[str, Any]) -> dict[str, torch.T
 def _load_verified(path: Path, sha256: str) -> dict[str, torch.Tensor]:
     if not path.exists():
         raise CheckpointError(f"checkpoint file {path} is missing")
-    if _sha256(path) != sha256:
+    if file_digest(path) != sha256:
         raise CheckpointError(
             f"checkpoint file {path} is truncated or modified (SHA-256 mismatch); "
             "use an earlier checkpoint or retrain"

@@ -12,7 +12,7 @@ from pathlib import Path
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from vitlens.ablations import CURVATURE
+from vitlens.ablations import curvature_results
 from vitlens.analysis.claim import StudyView
 from vitlens.report.png import save_png
 
@@ -26,7 +26,7 @@ def _figure(panels: int) -> tuple[Figure, list]:
 
 def _pairs(view: StudyView, group: str):
     """[(value, training row or None, curvature Result or None)] of one comparison."""
-    curvature = view.results.get(CURVATURE, {})
+    curvature = curvature_results(view)
     return [(v, view.runs.get(k), curvature.get(k)) for v, k in view.comparisons.get(group, [])]
 
 

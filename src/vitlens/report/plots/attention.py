@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from vitlens.analysis.attention_stats import AttentionResult
+from vitlens.analysis.attention import AttentionResult
 from vitlens.report.plots.common import block_ticks, check_kind, grid_figure, result_title
 from vitlens.report.png import save_png
 

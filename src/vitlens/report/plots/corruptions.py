@@ -9,7 +9,7 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from vitlens.analysis.corruption_eval import CorruptionResult
+from vitlens.analysis.corruptions import CorruptionResult
 from vitlens.report.plots.common import FROST_NOTE, as_results, corruption_label, result_names
 from vitlens.report.png import save_png
 

@@ -8,7 +8,7 @@ from pathlib import Path
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from vitlens.analysis.freqnoise_eval import FreqNoiseResult
+from vitlens.analysis.freqnoise import FreqNoiseResult
 from vitlens.report.plots.common import as_results
 from vitlens.report.png import save_png
 

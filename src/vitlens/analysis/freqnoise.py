@@ -44,18 +44,18 @@ from torch import nn
 
 from vitlens import distributed as dist
 from vitlens.analysis.claim import Claim, StudyView, msas_attend, not_measured, requires, the_vit
-from vitlens.analysis.corruption_eval import (
+from vitlens.analysis.perturbed import (
     Normalization,
     as_unit_float,
     batch_count,
     normalizer,
     reduce_sums,
-    work_bar,
 )
 from vitlens.analysis.registry import register_analysis
 from vitlens.analysis.result import Provenance, Result
 from vitlens.analysis.spec import AnalysisSpec, Budget, Figure, Inputs, Option
 from vitlens.analysis.streaming import Batch, evaluating, model_name, resolve_device, stream
+from vitlens.analysis.streaming import progress_bar as work_bar
 from vitlens.anatomy import anatomy_of
 from vitlens.data.dataset import mix_seed
 from vitlens.errors import VitlensError

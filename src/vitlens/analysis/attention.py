@@ -32,7 +32,6 @@ others.
 
 from __future__ import annotations
 
-import math
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -41,6 +40,7 @@ from typing import ClassVar
 import torch
 from torch import nn
 
+from vitlens.analysis.geometry import Geometry, distance_matrix, resolve_geometry, window_of
 from vitlens.analysis.registry import register_analysis
 from vitlens.analysis.result import Provenance, Result
 from vitlens.analysis.spec import AnalysisSpec, Budget, Figure, streamed
@@ -92,54 +92,6 @@ class AttentionResult(Result):
     specificity: list[list[float]] = field(default_factory=list)
     n_images: int = 0
     n_batches: int = 0
-
-
-@dataclass(frozen=True)
-class Geometry:
-    """Where the tokens of one block's attention maps sit.
-
-    Attributes:
-        window: (h, w) grid positions in one window (the whole grid for global attention).
-        n_windows: windows per image (1 for global attention).
-        prefix: tokens before the grid tokens in each map (class tokens), 0 when windowed.
-        pixels: input pixels per grid step along rows and columns.
-        valid: (n_windows, h * w) bool, False at padding positions.
-    """
-
-    window: tuple[int, int]
-    n_windows: int
-    prefix: int
-    pixels: tuple[float, float]
-    valid: torch.Tensor
-
-    @staticmethod
-    def global_grid(
-        grid: tuple[int, int], prefix: int = 0, pixels: tuple[float, float] = (1.0, 1.0)
-    ) -> Geometry:
-        """Global attention over an H x W grid after `prefix` tokens."""
-        valid = torch.ones(1, grid[0] * grid[1], dtype=torch.bool)
-        return Geometry(tuple(grid), 1, prefix, pixels, valid)
-
-    @staticmethod
-    def windowed(
-        grid: tuple[int, int], window: tuple[int, int], pixels: tuple[float, float] = (1.0, 1.0)
-    ) -> Geometry:
-        """Non-overlapping windows tiling an H x W grid zero-padded at the bottom and right."""
-        (H, W), (wh, ww) = grid, window
-        nh, nw = -(-H // wh), -(-W // ww)
-        valid = torch.zeros(nh * wh, nw * ww, dtype=torch.bool)
-        valid[:H, :W] = True
-        # (nh*wh, nw*ww) -> (nh, wh, nw, ww) -> (nh*nw, wh*ww), windows in row-major order
-        valid = valid.view(nh, wh, nw, ww).permute(0, 2, 1, 3).reshape(nh * nw, wh * ww)
-        return Geometry((wh, ww), nh * nw, 0, pixels, valid)
-
-
-def distance_matrix(window: tuple[int, int], pixels: tuple[float, float] = (1.0, 1.0)):
-    """(h*w, h*w) Euclidean distances between token centres of an h x w grid, in input pixels."""
-    h, w = window
-    rows = torch.arange(h, dtype=torch.float64).repeat_interleave(w) * pixels[0]  # row-major
-    cols = torch.arange(w, dtype=torch.float64).repeat(h) * pixels[1]
-    return torch.hypot(rows[:, None] - rows[None, :], cols[:, None] - cols[None, :])
 
 
 class AttentionAccumulator:
@@ -214,58 +166,6 @@ def head_statistics(
     acc = AttentionAccumulator(geometry, attn.shape[1], attn.device)
     acc.update(attn)
     return acc.finish()
-
-
-def window_of(model: nn.Module, module: nn.Module) -> tuple[int, int] | None:
-    """The window size of the nearest module at or above `module` that declares one."""
-    parents = {id(c): m for m in model.modules() for c in m.children()}
-    while module is not None:
-        for attr in ("window", "window_size"):
-            value = getattr(module, attr, None)
-            if isinstance(value, int) and not isinstance(value, bool):
-                return value, value
-            if (
-                isinstance(value, tuple | list)
-                and len(value) == 2
-                and all(isinstance(v, int) for v in value)
-            ):
-                return int(value[0]), int(value[1])
-        module = parents.get(id(module))
-    return None
-
-
-def resolve_geometry(
-    block: Block,
-    attn_shape: tuple[int, ...],
-    batch: int,
-    grid: tuple[int, int],
-    image_size: tuple[int, int],
-    window: tuple[int, int] | None,
-) -> Geometry:
-    """How a block's (B * nW, heads, N, N) maps sit on its H x W grid (see the module docstring).
-
-    Raises:
-        VitlensError: the maps fit neither global attention over the grid nor square windows.
-    """
-    H, W = grid
-    pixels = (image_size[0] / H, image_size[1] / W)
-    n_windows, N = attn_shape[0] // batch, attn_shape[-1]
-    prefix = block.layout.prefix if block.layout.kind == "tokens" else 0
-    if window is not None and window[0] * window[1] == N:
-        geometry = Geometry.windowed(grid, window, pixels)
-    elif n_windows == 1 and prefix + H * W == N:
-        geometry = Geometry.global_grid(grid, prefix, pixels)
-    elif math.isqrt(N) ** 2 == N:
-        geometry = Geometry.windowed(grid, (math.isqrt(N),) * 2, pixels)
-    else:
-        geometry = None
-    if geometry is None or geometry.n_windows != n_windows or attn_shape[0] % batch:
-        raise VitlensError(
-            f"cannot place the {tuple(attn_shape)} attention maps of {block.name} on its "
-            f"{H}x{W} token grid for a batch of {batch}: they are neither global attention "
-            f"(N = prefix + H*W) nor square windows tiling the grid"
-        )
-    return geometry
 
 
 class _AttentionReader:
