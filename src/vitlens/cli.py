@@ -201,35 +201,31 @@ def analyze_command(
     ),
 ) -> None:
     """Run one analysis of the paper on a trained model; save its Result (JSON) and figures."""
-    from vitlens import distributed as dist
     from vitlens.analysis.registry import get_analysis
-    from vitlens.analysis.runner import parse_options, run_analysis
-    from vitlens.locks import folder_lock
-    from vitlens.report.figures import draw
+    from vitlens.analysis.runner import parse_options
+    from vitlens.analyzing import analyze
 
     spec = get_analysis(analysis)
     options = parse_options(spec, set_ or [])
     _at_least(1, batches=batches, batch_size=batch_size)
     _at_least(0, seed=seed)
-    folder = out or (checkpoint if checkpoint.is_dir() else checkpoint.parent.parent) / "analysis"
-    with folder_lock(folder, "analysis folder"):  # rank 0 only; one writer at a time
-        result = run_analysis(
-            analysis,
-            checkpoint,
-            batches=batches,
-            batch_size=batch_size,
-            dataset=dataset,
-            data_dir=data_dir,
-            device=device,
-            seed=seed,
-            progress=not quiet,
-            options=options,
-            other=other,
-        )
-        if not dist.is_main():
-            return
-        path = result.save(folder / f"{analysis}.json")
-        figures = draw([result], folder)
+    done = analyze(
+        analysis,
+        checkpoint,
+        out=out,
+        batches=batches,
+        batch_size=batch_size,
+        dataset=dataset,
+        data_dir=data_dir,
+        device=device,
+        seed=seed,
+        progress=not quiet,
+        options=options,
+        other=other,
+    )
+    if done.path is None:
+        return
+    path, figures = done.path, done.figures
     console.print(f"{analysis}: {path}" + "".join(f"\n  figure: {f}" for f in figures))
 
 
@@ -419,11 +415,22 @@ def main() -> None:
 @app.command("import")
 def import_command(
     source: str = typer.Argument(
-        ..., help="timm:NAME, torchvision:NAME, hf:DIR (save_pretrained folder) or authors:NAME."
+        ...,
+        help="timm:NAME[.TAG], torchvision:NAME, hf:ORG/NAME[@REVISION] (hub cache), hf:DIR "
+        "(save_pretrained folder) or authors:NAME.",
     ),
     out: Path = typer.Option(..., help="The run folder to write (must not exist yet)."),
-    weights: Path = typer.Option(
-        None, help=".safetensors, .pth/.pth.tar (weights_only) or a Google .npz (timm ViTs)."
+    weights: str = typer.Option(
+        None,
+        help=".safetensors, .pth/.pth.tar (weights_only) or a Google .npz (timm ViTs); for "
+        "torchvision also a weights enum: DEFAULT, IMAGENET1K_V1, ResNet50_Weights.IMAGENET1K_V2 "
+        "(from the torch.hub cache, TORCH_HOME).",
+    ),
+    pretrained: bool = typer.Option(
+        False,
+        "--pretrained",
+        help="timm: the tag's own weights, from the Hugging Face cache (HF_HUB_CACHE/HF_HOME; "
+        "no download with HF_HUB_OFFLINE=1).",
     ),
     num_classes: int = typer.Option(None, help="Classifier size (default: the dataset's)."),
     in_chans: int = typer.Option(None, help="Input channels (default: the dataset's)."),
@@ -443,6 +450,7 @@ def import_command(
         image_size=image_size,
         dataset=dataset,
         data_dir=data_dir,
+        pretrained=pretrained,
     )
     console.print(
         f"[bold]{report.model}[/] ({report.parameters:,} parameters, {report.blocks}) "

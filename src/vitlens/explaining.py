@@ -30,6 +30,7 @@ from vitlens.device import resolve_device
 from vitlens.errors import VitlensError
 from vitlens.locks import folder_lock
 from vitlens.report import explain_page as page
+from vitlens.train.runs import run_preprocessing
 
 DEFAULT_IMAGES = 4
 
@@ -56,7 +57,12 @@ def _inputs(subject: Subject, images: list[Path], data_dir: str | None, n: int):
     spec = subject.record["model_spec"]
     loader, info = clean_batches(subject, batch_size=n, limit=1, unit_range=True, data_dir=data_dir)
     if images:
-        read = read_images(images, channels=spec["in_chans"], size=spec["image_size"])
+        read = read_images(
+            images,
+            channels=spec["in_chans"],
+            size=spec["image_size"],
+            preprocessing=run_preprocessing(subject.record),
+        )
         labels = torch.full((len(read.names),), -1, dtype=torch.long)
         return _Inputs(read.pixels, labels, read.names, read.notes), info
     pixels, labels = next(iter(loader))

@@ -37,6 +37,7 @@ import torch
 from torch import nn
 
 from vitlens.atomic import file_digest
+from vitlens.data.preprocess import Preprocessing, from_hf
 from vitlens.errors import VitlensError
 from vitlens.models.foreign import (
     _PICKLES,
@@ -45,6 +46,17 @@ from vitlens.models.foreign import (
     _library,
     _unknown,
     parse_source,
+)
+from vitlens.pretrained import (
+    build_timm_pretrained,
+    hf_snapshot,
+    hub_repo,
+    is_weights_enum,
+    load_with_new_head,
+    timm_preprocessing,
+    timm_pretrained_cfg,
+    timm_weights,
+    torchvision_found,
 )
 
 # -------------------------------------------------------------------------------- weights
@@ -105,9 +117,14 @@ class Imported:
     model: nn.Module
     spec: dict[str, Any]
     origin: dict[str, Any] = field(default_factory=dict)
+    preprocessing: Preprocessing | None = None  # the pretrained model's own, applied later
 
 
-def _hf_import(folder: str, num_classes, image_size, in_chans) -> Imported:
+def _hf_import(name: str, num_classes, image_size, in_chans) -> Imported:
+    """A save_pretrained folder, or a hub id's snapshot in the Hugging Face cache."""
+    hub = hub_repo(name)
+    found = hf_snapshot(*hub) if hub else None
+    folder = str(found.path) if found else name
     config = _hf_config(folder, None, num_classes, image_size, in_chans)
     num_classes, in_chans = config.num_labels, getattr(config, "num_channels", 3)
     image_size = image_size or getattr(config, "image_size", None) or 224
@@ -118,9 +135,27 @@ def _hf_import(folder: str, num_classes, image_size, in_chans) -> Imported:
         model = _hf_pretrained(folder, config)
         origin = {"weights": weights.name, "weights_sha256": file_digest(weights)}
     origin["config_sha256"] = file_digest(Path(folder) / "config.json")
-    spec = _spec(f"hf:{Path(folder).resolve()}", num_classes, image_size, in_chans)
+    if found:
+        origin["pretrained"] = found.origin
+        run_name = f"hf:{found.origin['repo']}@{found.origin['revision']}"
+    else:
+        run_name = f"hf:{Path(folder).resolve()}"
+    spec = _spec(run_name, num_classes, image_size, in_chans)
     spec["args"] = {"config": config.to_dict()}
-    return Imported(model, spec, origin)
+    return Imported(model, spec, origin, _hf_preprocessing(Path(folder), image_size))
+
+
+def _hf_preprocessing(folder: Path, image_size: int) -> Preprocessing | None:
+    processor = folder / "preprocessor_config.json"
+    if not processor.is_file():
+        return None
+    try:
+        values = json.loads(processor.read_text())
+    except (OSError, ValueError) as err:
+        raise VitlensError(f"{processor} is not readable JSON: {err}") from None
+    if not isinstance(values, dict):
+        raise VitlensError(f"{processor} is not a JSON mapping")
+    return from_hf(values, image_size, "preprocessor_config.json")
 
 
 def _hf_pretrained(folder: str, config) -> nn.Module:
@@ -175,16 +210,21 @@ def _declared_size(prefix: str, name: str) -> int:
     return 224
 
 
-def build_import(source: str, *, weights, num_classes, image_size, in_chans) -> Imported:
+def build_import(
+    source: str, *, weights, num_classes, image_size, in_chans, pretrained: bool = False
+) -> Imported:
     """The model a SOURCE names, with its weights, and the spec its run records."""
     from vitlens.models import create_model
     from vitlens.models.convert import AUTHORS
 
     prefix, name = parse_source(source)
+    _check_pretrained_flags(prefix, weights, pretrained)
     if prefix == "hf":
-        if weights is not None:
-            raise VitlensError("hf:DIR reads DIR/model.safetensors; --weights is not used")
         return _hf_import(name, num_classes, image_size, in_chans)
+    if prefix == "timm" and pretrained:
+        return _timm_pretrained_import(name, num_classes, image_size, in_chans)
+    if prefix == "torchvision" and weights is not None and is_weights_enum(str(weights)):
+        return _torchvision_enum_import(name, str(weights), num_classes, image_size)
     if prefix == "authors" and name not in AUTHORS:
         raise _unknown("authors'", name, list(AUTHORS))
     if prefix == "timm" and name not in _library("timm", "timm").list_models():
@@ -202,6 +242,48 @@ def build_import(source: str, *, weights, num_classes, image_size, in_chans) -> 
         _load_into(prefix, name, model, path)
         origin = {"weights": path.name, "weights_sha256": file_digest(path)}
     return Imported(model, _spec(run_name, num_classes, image_size, in_chans), origin)
+
+
+def _check_pretrained_flags(prefix: str, weights, pretrained: bool) -> None:
+    if pretrained and prefix != "timm":
+        raise VitlensError(
+            "--pretrained is for timm:NAME[.TAG]; torchvision takes --weights DEFAULT or an enum "
+            "name, and hf:ORG/NAME is pretrained by itself"
+        )
+    if pretrained and weights is not None:
+        raise VitlensError("give either --pretrained (timm's own weights) or --weights FILE")
+    if prefix == "hf" and weights is not None:
+        raise VitlensError("hf:DIR reads DIR/model.safetensors; --weights is not used")
+
+
+def _timm_pretrained_import(name: str, num_classes, image_size, in_chans) -> Imported:
+    found = timm_weights(name)
+    tag = found.origin["tag"]
+    cfg = timm_pretrained_cfg(name)
+    image_size = image_size or int(cfg.input_size[-1])
+    num_classes = num_classes or cfg.num_classes
+    model = build_timm_pretrained(
+        tag, found, num_classes=num_classes, in_chans=in_chans, image_size=image_size
+    )
+    run_name = f"timm:{tag}"
+    model.vitlens_name = run_name
+    model.vitlens_config = {"num_classes": num_classes, "image_size": image_size}
+    origin = {**found.origin, "pretrained": True}
+    pre = timm_preprocessing(model, image_size, tag)
+    return Imported(model, _spec(run_name, num_classes, image_size, in_chans), origin, pre)
+
+
+def _torchvision_enum_import(name: str, choice: str, num_classes, image_size) -> Imported:
+    from vitlens.models import create_model
+
+    found = torchvision_found(name, choice, image_size)
+    size = found.preprocessing.size
+    num_classes = num_classes or found.origin["categories"]
+    run_name = f"torchvision:{name}"
+    model = create_model(run_name, num_classes=num_classes, image_size=size, in_chans=3)
+    new_head = load_with_new_head(model, read_weights(found.path), f"torchvision:{name}")
+    origin = {**found.origin, "new_head": new_head}
+    return Imported(model, _spec(run_name, num_classes, size, 3), origin, found.preprocessing)
 
 
 def _check_forward(model: nn.Module, spec: dict[str, Any]) -> None:
@@ -238,18 +320,15 @@ def _check_dataset(info, spec: dict[str, Any]) -> None:
         )
 
 
-def _model_normalisation(model: nn.Module, prefix: str, name: str) -> dict | None:
-    """The mean/std the model declares (timm pretrained_cfg, HF preprocessor), if any."""
+def _model_normalisation(model: nn.Module, built: Imported) -> dict | None:
+    """The mean/std the model declares (its recorded preprocessing, timm pretrained_cfg)."""
     from vitlens.anatomy import anatomy_of
 
+    if built.preprocessing is not None and built.preprocessing.mean:
+        return {"mean": list(built.preprocessing.mean), "std": list(built.preprocessing.std)}
     spec = anatomy_of(model, need_blocks=False).input
     if spec.mean and spec.std:
         return {"mean": list(spec.mean), "std": list(spec.std)}
-    processor = Path(name) / "preprocessor_config.json"
-    if prefix == "hf" and processor.is_file():
-        values = json.loads(processor.read_text())
-        if "image_mean" in values and "image_std" in values:
-            return {"mean": values["image_mean"], "std": values["image_std"]}
     return None
 
 
@@ -272,6 +351,7 @@ def import_model(
     image_size: int | None = None,
     dataset: str | None = None,
     data_dir: str | None = None,
+    pretrained: bool = False,
 ) -> ImportReport:
     """Build SOURCE (with `weights`), check it against `dataset`, and write the run folder `out`."""
     from vitlens.data import DEFAULT_DATASET, dataset_info
@@ -279,21 +359,28 @@ def import_model(
     out = Path(out)
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise VitlensError(f"{out} already exists and is not empty; choose a new --out")
-    info = dataset_info(dataset or DEFAULT_DATASET, data_dir)
+    info = dataset_info(dataset or DEFAULT_DATASET, data_dir, image_size)
     prefix, name = parse_source(source)
     if prefix != "hf":  # an HF folder brings its own classes and channels
         num_classes = num_classes or info.num_classes
         in_chans = in_chans or info.in_chans
     built = build_import(
-        source, weights=weights, num_classes=num_classes, image_size=image_size, in_chans=in_chans
+        source,
+        weights=weights,
+        num_classes=num_classes,
+        image_size=image_size,
+        in_chans=in_chans,
+        pretrained=pretrained,
     )
     _check_forward(built.model, built.spec)
     _check_dataset(info, built.spec)
+    pre = built.preprocessing.for_channels(info.in_chans) if built.preprocessing else None
     built.origin.update(
         source=source,
         dataset=info.name,
         normalisation={"dataset": {"mean": list(info.mean), "std": list(info.std)}}
-        | {"model": _model_normalisation(built.model, prefix, name)},
+        | {"model": _model_normalisation(built.model, built)},
+        preprocessing=pre.to_dict() if pre else None,
     )
     _write_run(out, built, info, data_dir)
     return ImportReport(

@@ -56,22 +56,9 @@ def load_subject(checkpoint: str | Path, device: torch.device) -> Subject:
 
 
 def _dataset(subject: Subject, split: str, dataset: str | None, data_dir: str | None):
-    from vitlens.data import load_dataset
+    from vitlens.train.runs import load_run_data
 
-    spec = subject.record["model_spec"]
-    name = dataset or subject.config["dataset"]
-    data = load_dataset(
-        name,
-        split,
-        data_dir=data_dir or subject.config.get("data_dir"),
-        image_size=spec["image_size"],
-    )
-    if data.info.in_chans != spec["in_chans"] or data.info.num_classes != spec["num_classes"]:
-        raise VitlensError(
-            f"{name} ({data.info.in_chans} channels, {data.info.num_classes} classes) does not fit "
-            f"{spec['name']} ({spec['in_chans']} channels, {spec['num_classes']} classes)"
-        )
-    return data
+    return load_run_data(subject.record, split, dataset, data_dir)
 
 
 def _loader(data, batch_size: int, limit: int | None, *, seed: int | None = None):

@@ -17,6 +17,7 @@ import torch
 from PIL import Image, UnidentifiedImageError
 
 from vitlens.data.info import DatasetInfo
+from vitlens.data.preprocess import Preprocessing, resize_image
 from vitlens.errors import VitlensError
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
@@ -102,7 +103,11 @@ def decode_image(p: Path) -> Image.Image:
 
 
 def read_image_folder(
-    folder: Path, *, image_size: int | None = None, classes: tuple[str, ...] | None = None
+    folder: Path,
+    *,
+    image_size: int | None = None,
+    classes: tuple[str, ...] | None = None,
+    preprocessing: Preprocessing | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, tuple[str, ...]]:
     """Decode every image under `folder/<class>/` into memory.
 
@@ -112,6 +117,8 @@ def read_image_folder(
             images must already share one square size.
         classes: Class names to use (the training split's), so that test labels line up; if None,
             the sorted sub-folder names.
+        preprocessing: A pretrained model's resize, crop and interpolation (replaces the
+            default bilinear shorter-side resize; its `size` is the image size).
 
     Returns:
         Images as uint8 `(N, C, H, W)` (C = 1 if every image is grayscale, else 3), labels as int64
@@ -143,7 +150,9 @@ def read_image_folder(
     first = None
     for (p, _), im in zip(paths, images, strict=True):
         im = im.convert(mode)
-        if image_size is not None:
+        if preprocessing is not None:
+            im = resize_image(im, preprocessing)
+        elif image_size is not None:
             if im.size != (image_size, image_size):
                 im = resize_square(im, image_size)
         else:
@@ -175,7 +184,11 @@ def channel_stats(images: torch.Tensor) -> tuple[tuple[float, ...], tuple[float,
 
 
 def load_image_folder(
-    path: str | Path, split: str, *, image_size: int | None = None
+    path: str | Path,
+    split: str,
+    *,
+    image_size: int | None = None,
+    preprocessing: Preprocessing | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, DatasetInfo]:
     """Load a split of `imagefolder:PATH`, with an info whose mean/std come from the train split.
 
@@ -189,7 +202,7 @@ def load_image_folder(
     """
     root = Path(path).expanduser().resolve()
     train_x, train_y, classes = read_image_folder(
-        split_folder(root, "train"), image_size=image_size
+        split_folder(root, "train"), image_size=image_size, preprocessing=preprocessing
     )
     if len(classes) < 2:
         raise VitlensError(
@@ -209,7 +222,12 @@ def load_image_folder(
     )
     if split == "train":
         return train_x, train_y, info
-    x, y, _ = read_image_folder(split_folder(root, split), image_size=image_size, classes=classes)
+    x, y, _ = read_image_folder(
+        split_folder(root, split),
+        image_size=image_size,
+        classes=classes,
+        preprocessing=preprocessing,
+    )
     if x.shape[1:] != train_x.shape[1:]:
         # e.g. the test split is RGB while the training split is grayscale: convert to match.
         if x.shape[-2:] != train_x.shape[-2:]:

@@ -17,6 +17,7 @@ import torch
 from PIL import Image
 
 from vitlens.data.imagefolder import decode_image, resize_square
+from vitlens.data.preprocess import Preprocessing, resize_image
 from vitlens.errors import VitlensError
 
 # Modes converted without loss of meaning, per number of channels the model takes.
@@ -63,7 +64,9 @@ def _converted(img: Image.Image, path: Path, channels: int, notes: list[str]) ->
     return img.convert(mode)
 
 
-def read_images(paths: list[str | Path], *, channels: int, size: int) -> UserImages:
+def read_images(
+    paths: list[str | Path], *, channels: int, size: int, preprocessing: Preprocessing | None = None
+) -> UserImages:
     """Read, check, convert and resize the images at `paths` for a model of `channels` x `size`².
 
     Raises:
@@ -76,7 +79,7 @@ def read_images(paths: list[str | Path], *, channels: int, size: int) -> UserIma
     for raw in paths:
         path = _checked_file(Path(raw))
         img = _converted(decode_image(path), path, channels, notes)
-        img = resize_square(img, size)
+        img = resize_image(img, preprocessing) if preprocessing else resize_square(img, size)
         array = np.asarray(img, dtype=np.uint8)
         array = array[None] if array.ndim == 2 else array.transpose(2, 0, 1)  # (C, H, W)
         pixels.append(torch.from_numpy(array.copy()))

@@ -8,6 +8,7 @@ and `imagefolder`.
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 from pathlib import Path
 
@@ -20,6 +21,7 @@ from vitlens.data.idx import load_idx_split
 from vitlens.data.imagefolder import load_image_folder
 from vitlens.data.info import BUILTIN_INFOS, DatasetInfo
 from vitlens.data.mini import load_mini_split
+from vitlens.data.preprocess import Preprocessing, resize_tensor
 from vitlens.errors import UnknownNameError, VitlensError
 
 DEFAULT_DATASET = "fashion-mnist-mini"
@@ -51,13 +53,16 @@ def _canonical(name: str) -> str:
     )
 
 
-def dataset_info(name: str, data_dir: str | Path | None = None) -> DatasetInfo:
+def dataset_info(
+    name: str, data_dir: str | Path | None = None, image_size: int | None = None
+) -> DatasetInfo:
     """Describe a dataset without loading it (an image folder's training split is read for its
     mean and std).
 
     Args:
         name: A name from `list_datasets()` or `imagefolder:PATH`.
         data_dir: Only used to resolve a relative `imagefolder:` path that does not exist as given.
+        image_size: The side an image folder's images of mixed sizes are read at.
 
     Returns:
         The dataset's `DatasetInfo`.
@@ -67,7 +72,7 @@ def dataset_info(name: str, data_dir: str | Path | None = None) -> DatasetInfo:
     """
     name = _canonical(name)
     if name.startswith(IMAGEFOLDER_PREFIX):
-        _, _, info = load_image_folder(_folder_path(name, data_dir), "train")
+        _, _, info = load_image_folder(_folder_path(name, data_dir), "train", image_size=image_size)
         return info
     return BUILTIN_INFOS[name]
 
@@ -91,6 +96,7 @@ def load_dataset(
     data_dir: str | Path | None = None,
     download: bool = False,
     image_size: int | None = None,
+    preprocessing: Preprocessing | None = None,
 ) -> ArrayDataset:
     """Load a split of a dataset into memory.
 
@@ -102,6 +108,9 @@ def load_dataset(
         download: Download missing files (MNIST, Fashion-MNIST, CIFAR).
         image_size: Resize to this square size (the built-in datasets are resized with
             antialiased bilinear interpolation; image folders are resized and centre-cropped).
+        preprocessing: A pretrained model's own resize, crop, interpolation and mean/std
+            (`vitlens.data.preprocess`), which replace the defaults above and the dataset's
+            normalisation; its `size` is the image size.
 
     Returns:
         An `ArrayDataset` without transform (normalization only) and without seed.
@@ -115,11 +124,13 @@ def load_dataset(
     if image_size is not None and image_size < 1:
         raise VitlensError(f"image_size must be a positive number of pixels, got {image_size}.")
 
+    if preprocessing is not None:
+        image_size = preprocessing.size
     if name.startswith(IMAGEFOLDER_PREFIX):
         images, labels, info = load_image_folder(
-            _folder_path(name, data_dir), split, image_size=image_size
+            _folder_path(name, data_dir), split, image_size=image_size, preprocessing=preprocessing
         )
-        return ArrayDataset(images, labels, info)
+        return ArrayDataset(images, labels, _normalised(info, preprocessing))
 
     info = BUILTIN_INFOS[name]
     if name == "fashion-mnist-mini":
@@ -135,7 +146,20 @@ def load_dataset(
                 f"the {name} meta file lists classes {list(classes)[:5]}..., expected "
                 f"{list(info.classes)[:5]}...; is this really {name}?"
             )
-    if image_size is not None and image_size != info.image_size:
+    if preprocessing is not None:
+        images = resize_tensor(images, preprocessing)
+        info = info.with_image_size(preprocessing.size)
+    elif image_size is not None and image_size != info.image_size:
         images = _resize(images, image_size)
         info = info.with_image_size(image_size)
-    return ArrayDataset(images, labels, info)
+    return ArrayDataset(images, labels, _normalised(info, preprocessing))
+
+
+def _normalised(info, preprocessing: Preprocessing | None):
+    """`info` with the model's mean/std where its preprocessing has one value per channel."""
+    if preprocessing is None:
+        return info
+    p = preprocessing.for_channels(info.in_chans)
+    if p.mean is None:
+        return info
+    return dataclasses.replace(info, mean=p.mean, std=p.std)

@@ -24,8 +24,8 @@ def parse_source(source: str) -> tuple[str, str]:
         close = difflib.get_close_matches(prefix if sep else source, PREFIXES, n=2)
         hint = f" Did you mean {' or '.join(f'{c}:' for c in close)}?" if close else ""
         raise UnknownNameError(
-            f"unknown model source {source!r}.{hint} SOURCE is timm:NAME, torchvision:NAME, "
-            "hf:DIR or authors:NAME"
+            f"unknown model source {source!r}.{hint} SOURCE is timm:NAME[.TAG], torchvision:NAME, "
+            "hf:ORG/NAME[@REVISION], hf:DIR or authors:NAME"
         )
     if not name:
         raise VitlensError(f"{prefix}: needs a name, e.g. {prefix}:{_EXAMPLES[prefix]}")
@@ -35,7 +35,7 @@ def parse_source(source: str) -> tuple[str, str]:
 _EXAMPLES = {
     "timm": "vit_tiny_patch16_224",
     "torchvision": "resnet18",
-    "hf": "path/to/folder",
+    "hf": "google/vit-base-patch16-224",
     "authors": "vit_ti",
 }
 
@@ -93,7 +93,7 @@ def build_foreign(
 
 def _timm_model(name, num_classes, in_chans, image_size, drop_path) -> nn.Module:
     timm = _library("timm", "timm")
-    if name not in timm.list_models():
+    if name.split(".")[0] not in timm.list_models():  # NAME or NAME.TAG (a pretrained tag)
         raise _unknown("timm", name, timm.list_models())
     kwargs = dict(num_classes=num_classes, in_chans=in_chans)
     if drop_path:

@@ -21,7 +21,8 @@ def evaluate_checkpoint(
     device: str = "auto",
 ) -> dict[str, Any]:
     """Metrics of the model in `checkpoint` on `split` of `dataset` (default: its own)."""
-    from vitlens.data import build_transform, load_dataset
+    from vitlens.data import build_transform
+    from vitlens.train.runs import load_run_data
 
     if split not in ("train", "test"):
         raise VitlensError(f"split must be 'train' or 'test', got {split!r}")
@@ -31,17 +32,7 @@ def evaluate_checkpoint(
     model, record = load_model(checkpoint, dev)
     spec = record["model_spec"]
     name = dataset or record["config"]["dataset"]
-    data = load_dataset(
-        name,
-        split,
-        data_dir=data_dir or record["config"].get("data_dir"),
-        image_size=spec["image_size"],
-    )
-    if data.info.in_chans != spec["in_chans"] or data.info.num_classes != spec["num_classes"]:
-        raise VitlensError(
-            f"{name} has {data.info.in_chans} channels and {data.info.num_classes} classes; the "
-            f"model takes {spec['in_chans']} channels and predicts {spec['num_classes']} classes"
-        )
+    data = load_run_data(record, split, dataset, data_dir)
     data = data.with_transform(build_transform("none", data.info, train=False))
     metrics = evaluate(model, data, batch_size, dev)
     return {"dataset": name, "split": split, "model": spec["name"], **metrics}

@@ -16,6 +16,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from vitlens.anatomy import describe
+from vitlens.data.preprocess import Preprocessing
+from vitlens.errors import VitlensError
 from vitlens.train.checkpoint import CheckpointError, load_weights_strict, read_checkpoint
 
 
@@ -138,3 +140,33 @@ def freeze_backbone(model: nn.Module) -> int:
     for p in model.parameters():
         p.requires_grad_(id(p) in keep)
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
+def run_preprocessing(record: dict[str, Any]) -> Preprocessing | None:
+    """The pretrained model's own preprocessing an imported run recorded (None: the dataset's)."""
+    recorded = (record.get("import") or {}).get("preprocessing")
+    return Preprocessing.from_dict(recorded) if recorded else None
+
+
+def load_run_data(
+    record: dict[str, Any], split: str, dataset: str | None = None, data_dir: str | None = None
+):
+    """A split of the run's dataset (or `dataset`) as the run's model takes it: at its image size,
+    with an imported model's own resize, crop and mean/std; a clear error if it does not fit."""
+    from vitlens.data import load_dataset
+
+    spec, config = record["model_spec"], record["config"]
+    name = dataset or config["dataset"]
+    data = load_dataset(
+        name,
+        split,
+        data_dir=data_dir or config.get("data_dir"),
+        image_size=spec["image_size"],
+        preprocessing=run_preprocessing(record),
+    )
+    if data.info.in_chans != spec["in_chans"] or data.info.num_classes != spec["num_classes"]:
+        raise VitlensError(
+            f"{name} ({data.info.in_chans} channels, {data.info.num_classes} classes) does not fit "
+            f"{spec['name']} ({spec['in_chans']} channels, {spec['num_classes']} classes)"
+        )
+    return data
