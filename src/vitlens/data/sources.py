@@ -19,6 +19,9 @@ from vitlens.data.cifar import load_cifar_split
 from vitlens.data.dataset import ArrayDataset
 from vitlens.data.idx import load_idx_split
 from vitlens.data.imagefolder import load_image_folder
+from vitlens.data.imagenet import MEAN as IMAGENET_MEAN
+from vitlens.data.imagenet import STD as IMAGENET_STD
+from vitlens.data.imagenet import imagenet_classes, load_imagenet, parse_name
 from vitlens.data.info import BUILTIN_INFOS, DatasetInfo
 from vitlens.data.mini import load_mini_split
 from vitlens.data.preprocess import Preprocessing, resize_tensor
@@ -36,6 +39,9 @@ def list_datasets() -> list[str]:
 
 def _canonical(name: str) -> str:
     """Resolve a dataset name ("FashionMNIST", "cifar-10" and such are accepted)."""
+    if name.strip().lower().split(":")[0] == "imagenet":
+        parse_name(name)
+        return name.strip().lower()
     if name.startswith(IMAGEFOLDER_PREFIX):
         if not name[len(IMAGEFOLDER_PREFIX) :]:
             raise VitlensError("imagefolder: needs a path, e.g. imagefolder:/data/flowers.")
@@ -49,7 +55,8 @@ def _canonical(name: str) -> str:
     hint = f" Did you mean {close[0]!r}?" if close else ""
     raise UnknownNameError(
         f"unknown dataset {name!r}.{hint} Known datasets: {', '.join(BUILTIN_INFOS)}, "
-        "or imagefolder:PATH for a folder of class sub-folders."
+        "imagenet[:N] (its validation set under --data-dir), or imagefolder:PATH for a folder "
+        "of class sub-folders."
     )
 
 
@@ -74,7 +81,23 @@ def dataset_info(
     if name.startswith(IMAGEFOLDER_PREFIX):
         _, _, info = load_image_folder(_folder_path(name, data_dir), "train", image_size=image_size)
         return info
+    if name.startswith("imagenet"):
+        return imagenet_info(name, image_size or 224)
     return BUILTIN_INFOS[name]
+
+
+def imagenet_info(name: str, image_size: int) -> DatasetInfo:
+    wnids, names = imagenet_classes()
+    return DatasetInfo(
+        name=name,
+        num_classes=len(wnids),
+        classes=names,
+        in_chans=3,
+        image_size=image_size,
+        mean=IMAGENET_MEAN,
+        std=IMAGENET_STD,
+        hflip=True,
+    )
 
 
 def _folder_path(name: str, data_dir: str | Path | None) -> Path:
@@ -126,6 +149,13 @@ def load_dataset(
 
     if preprocessing is not None:
         image_size = preprocessing.size
+    if name.startswith("imagenet"):
+        size = image_size or 224
+        images, labels = load_imagenet(
+            name, split, data_dir=data_dir, image_size=size, preprocessing=preprocessing
+        )
+        info = imagenet_info(name, images.shape[-1])
+        return ArrayDataset(images, labels, _normalised(info, preprocessing))
     if name.startswith(IMAGEFOLDER_PREFIX):
         images, labels, info = load_image_folder(
             _folder_path(name, data_dir), split, image_size=image_size, preprocessing=preprocessing
