@@ -83,8 +83,8 @@ def study_members(plan) -> list[Member]:
 
 def ablation_model(plan) -> str | None:
     """The study's ViT, whose variants the ablations train (None: the study has no ViT)."""
-    if plan.runs:
-        return None  # a study of existing runs trains nothing
+    if plan.runs or plan.imports:
+        return None  # a study of existing runs or pretrained models trains nothing
     return next((m for m in plan.models if plan.family(m) == "vit"), None)
 
 

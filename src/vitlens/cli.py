@@ -233,12 +233,20 @@ def analyze_command(
 def study_command(
     preset: str = typer.Option(
         "quick",
-        help="quick (2 CPU cores, <= 15 min), standard, or paper "
-        "(the paper's CIFAR-100 models and recipe, for GPUs).",
+        help="quick (2 CPU cores, <= 10 min), standard, paper (the paper's CIFAR-100 models "
+        "and recipe, for GPUs), or imagenet (the pretrained timm resnet50 and vit_tiny on "
+        "ImageNet validation images under --data-dir; nothing trained).",
     ),
     out: Path = typer.Option(None, help="Study folder (default studies/PRESET-TIME)."),
     resume: Path = typer.Option(None, help="Continue the study in this folder."),
-    models: str = typer.Option(None, help="Comma-separated models (default: the preset's)."),
+    models: str = typer.Option(
+        None,
+        help="Comma-separated models (default: the preset's); for --preset imagenet, "
+        "pretrained sources such as timm:deit_tiny_patch16_224.fb_in1k,torchvision:resnet50.",
+    ),
+    images: int = typer.Option(
+        None, help="--preset imagenet: class-balanced validation images (default 256)."
+    ),
     runs: str = typer.Option(
         None,
         help="Comma-separated existing run folders (trained or imported) to analyse instead of "
@@ -282,6 +290,7 @@ def study_command(
         quiet=quiet,
         ablations=ablations,
         runs=runs.split(",") if runs else None,
+        images=images,
         models=models.split(",") if models else None,
         dataset=dataset,
         fraction=fraction,

@@ -45,6 +45,7 @@ class StudyPlan:
     seeds: int = 1
     ablations: dict[str, Any] | None = None  # `vitlens.presets.Ablations` as a dict; None: none
     runs: dict[str, str] = field(default_factory=dict)  # label -> run folder, not trained here
+    imports: dict[str, str] = field(default_factory=dict)  # label -> pretrained source to import
     data_dir: str | None = None
     device: str = "auto"
     precision: str = "auto"  # auto, fp32 or bf16 (vitlens.train.precision)
@@ -71,7 +72,8 @@ class StudyPlan:
             train_preset=base.train_preset,
             seeds=base.seeds,
             ablations=None if base.ablations is None else asdict(base.ablations),
-            analyses=[s.name for s in specs],
+            analyses=[s.name for s in specs if not (base.imports and s.split != "test")],
+            imports=dict(base.imports),
             budget={s.name: [s.budget(preset).batches, s.budget(preset).batch_size] for s in specs},
             options={
                 s.name: dict(s.budget(preset).options) for s in specs if s.budget(preset).options
@@ -108,6 +110,8 @@ class StudyPlan:
 
         if not self.models:
             raise ConfigError("a study needs at least one model")
+        if self.imports:
+            return self._validate_imports()
         if self.runs:
             return self._validate_runs()
         unknown = [m for m in self.models if m not in MODELS]
@@ -136,12 +140,32 @@ class StudyPlan:
         for path in self.runs.values():
             resolve_checkpoint(path)  # a clear error if it is not a run folder
 
+    def _validate_imports(self) -> None:
+        from vitlens.analysis.registry import get_analysis
+        from vitlens.models.foreign import parse_source
+
+        if list(self.imports) != list(self.models) or self.runs:
+            raise ConfigError("a study of pretrained models studies exactly its imports")
+        if self.seeds != 1 or self.ablations:
+            raise ConfigError("a study of pretrained models trains nothing: no seeds, no ablations")
+        for source in self.imports.values():
+            if parse_source(source)[0] not in ("timm", "torchvision", "hf"):
+                raise ConfigError(f"{source}: a study imports timm:, torchvision: or hf: models")
+        for name in self.analyses:
+            if get_analysis(name).split != "test":
+                raise ConfigError(
+                    f"{name} needs the models' training data; a study of pretrained models runs "
+                    "the analyses of test images only"
+                )
+
     def run_path(self, key: str, folder: StudyFolder) -> Path:
         """Where the run of member `key` lives: an existing run, or `runs/KEY/` of the study."""
         return Path(self.runs[key]) if key in self.runs else folder.run(key)
 
     def family(self, model: str) -> str:
         """The family of a member: its ModelSpec's, or read from an existing run's blocks."""
+        if model in self.imports:
+            return source_family(self.imports[model])
         if model not in self.runs:
             return model_family(model)
         return run_family(self.runs[model])
@@ -201,6 +225,22 @@ def model_family(model: str) -> str:
 
 
 @functools.cache
+def source_family(source: str) -> str:
+    """The family of an outside model, read from the blocks of a random-init copy."""
+    from vitlens.anatomy import anatomy_of
+    from vitlens.models import create_model
+
+    return kinds_family(anatomy_of(create_model(source), need_blocks=False).kinds())
+
+
+def kinds_family(kinds: set[str]) -> str:
+    """`transformer` (attention, no convolution blocks), `cnn` (the reverse) or `hybrid`."""
+    if "msa" in kinds:
+        return "transformer" if "conv" not in kinds else "hybrid"
+    return "cnn" if "conv" in kinds else "unknown"
+
+
+@functools.cache
 def run_family(path: str) -> str:
     """The family of the model in a run folder: its zoo model's, or a guess from its block kinds
     (`transformer`: attention and no convolution blocks; `cnn`: the reverse; else `hybrid`)."""
@@ -212,10 +252,7 @@ def run_family(path: str) -> str:
     name = record.get("model_spec", {}).get("name")
     if name in MODELS:
         return model_family(name)
-    kinds = anatomy_of(model, need_blocks=False).kinds()
-    if "msa" in kinds:
-        return "transformer" if "conv" not in kinds else "hybrid"
-    return "cnn" if "conv" in kinds else "unknown"
+    return kinds_family(anatomy_of(model, need_blocks=False).kinds())
 
 
 def runs_overrides(paths: list[str], dataset: str | None) -> dict[str, Any]:

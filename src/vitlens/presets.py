@@ -77,6 +77,7 @@ class StudyPreset:
     fraction: float = 1.0
     seeds: int = 1  # every training run is repeated over this many seeds
     ablations: Ablations | None = Ablations()
+    imports: tuple[tuple[str, str], ...] = ()  # (label, pretrained source): imported, not trained
 
 
 STUDY_PRESETS: dict[str, StudyPreset] = {
@@ -88,6 +89,19 @@ STUDY_PRESETS: dict[str, StudyPreset] = {
         epochs=20,
         seeds=3,
         ablations=Ablations(fractions=(0.5, 0.25, 0.1), scale=0.5, heads=(1, 6, 12)),
+    ),
+    # The paper's ImageNet analyses (Figs. 2, 8, 9; reference paper.md §1.9-1.11): the
+    # pretrained timm models, nothing trained, on a class-balanced validation subset.
+    "imagenet": StudyPreset(
+        ("resnet50", "vit_tiny"),
+        "imagenet:256",
+        "quick",
+        epochs=0,
+        ablations=None,
+        imports=(
+            ("resnet50", "timm:resnet50.a1_in1k"),
+            ("vit_tiny", "timm:vit_tiny_patch16_224.augreg_in21k_ft_in1k"),
+        ),
     ),
     "paper": StudyPreset(
         PAPER,

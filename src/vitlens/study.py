@@ -22,6 +22,7 @@ from vitlens.errors import VitlensError
 from vitlens.folders import StudyFolder
 from vitlens.locks import folder_lock
 from vitlens.plan import StudyPlan, runs_overrides
+from vitlens.presets import STUDY_PRESETS
 
 
 def start_study(
@@ -32,6 +33,7 @@ def start_study(
     quiet: bool,
     ablations: bool | None,
     runs: list[str] | None,
+    images: int | None = None,
     **overrides: Any,
 ) -> Study:
     """The study `vitlens study` runs: `resume` reopened, or a new one from `preset` in `out`
@@ -46,6 +48,8 @@ def start_study(
         overrides["ablations"] = {}  # an empty set of ablations: none are trained
     if runs:
         overrides.update(runs_overrides(runs, overrides.get("dataset")))
+    elif resume is None and STUDY_PRESETS.get(preset) and STUDY_PRESETS[preset].imports:
+        overrides.update(imports_overrides(overrides.pop("models", None), images))
     if resume is not None:
         return Study.open(resume, quiet=quiet, **overrides)
     plan = StudyPlan.from_preset(preset, **overrides)
@@ -53,6 +57,27 @@ def start_study(
         stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
         out = Path("studies") / f"{preset}-{stamp}"
     return Study.create(out, plan, quiet=quiet)
+
+
+def imports_overrides(models: list[str] | None, images: int | None) -> dict[str, Any]:
+    """Plan settings of a study of pretrained models: `models` as sources (timm:NAME.TAG,
+    torchvision:NAME, hf:ORG/NAME), each labelled by its name; `images` validation images."""
+    out: dict[str, Any] = {}
+    if images is not None:
+        if images < 1:
+            raise VitlensError(f"--images must be at least 1, got {images}")
+        out["dataset"] = f"imagenet:{images}"
+    if models:
+        if not all(":" in m for m in models):
+            raise VitlensError(
+                "this preset imports pretrained models: name them as timm:NAME[.TAG], "
+                "torchvision:NAME or hf:ORG/NAME"
+            )
+        labels = {m.split(":", 1)[1].split("/")[-1].split(".")[0]: m for m in models}
+        if len(labels) != len(models):
+            raise VitlensError(f"two of {models} would share a run folder name")
+        out.update(models=list(labels), imports=labels)
+    return out
 
 
 def study_member_model(plan: StudyPlan, key: str) -> str:
@@ -118,8 +143,11 @@ class Study:
         side_by_side = plan_workers(workers, resolve_device(self.plan.device).type)
         members = study_members(self.plan)
         training = [
-            (f"train/{m.key}", ("train", m)) for m in members if m.key not in self.plan.runs
-        ]
+            (f"import/{m.key}", ("import", m)) if m.key in self.plan.imports
+            else (f"train/{m.key}", ("train", m))
+            for m in members
+            if m.key not in self.plan.runs
+        ]  # fmt: skip
         self._steps(training, side_by_side)
         analysing = []
         for name in self.plan.analyses:
@@ -209,6 +237,27 @@ class Study:
         ).run()  # fmt: skip
         return [out]
 
+    def _import(self, member) -> list[Path]:
+        """A pretrained model imported as the study's run `runs/KEY/` (with its own
+        preprocessing, on the study's dataset)."""
+        from vitlens.importing import import_model
+
+        out = self.folder.run(member.key)
+        if out.exists() and dist.is_main():
+            shutil.rmtree(out)  # an import is written whole or not at all; redo a stray one
+        source = self.plan.imports[member.key]
+        if dist.is_main():
+            import_model(
+                source,
+                out,
+                pretrained=source.startswith("timm:"),
+                weights="DEFAULT" if source.startswith("torchvision:") else None,
+                dataset=self.plan.dataset,
+                data_dir=self.plan.data_dir,
+            )
+        dist.barrier()
+        return [out]
+
     @functools.cache  # noqa: B019  (a few models per study; the Study lives for one run)
     def _kinds(self, key: str) -> set[str]:
         import torch
@@ -217,8 +266,9 @@ class Study:
         from vitlens.models import create_model
         from vitlens.train.runs import load_model
 
-        if key in self.plan.runs:
-            return anatomy_of(load_model(self.plan.runs[key], "cpu")[0]).kinds()
+        if key in self.plan.runs or key in self.plan.imports:
+            run = self.plan.run_path(key, self.folder)
+            return anatomy_of(load_model(run, "cpu")[0]).kinds()
         with torch.device("meta"):
             return anatomy_of(create_model(study_member_model(self.plan, key))).kinds()
 
@@ -250,6 +300,8 @@ def run_step(study: Study, kind: str, member) -> list[Path]:
     """One step of `study`: "train" a member, or run the analysis named `kind` on it."""
     if kind == "train":
         return study._train(member)
+    if kind == "import":
+        return study._import(member)
     return study._analyse(kind, member)
 
 
