@@ -283,3 +283,21 @@ def test_a_teacher_model_is_refused_with_a_reason():
     model = transformers.DeiTForImageClassificationWithTeacher(transformers.DeiTConfig(**VIT))
     with pytest.raises(VitlensError, match="averages two classifiers"):
         describe(model)
+
+
+def test_hessian_runs_where_attention_is_fused_sdpa():
+    """BEiT's SDPA path has no double backward on the fused CPU kernel; under the anatomy's
+    explicit context only the math kernel runs, so the Hessian works on any SDPA model."""
+    transformers = pytest.importorskip("transformers")
+    from vitlens.analysis.curvature import HessianOperator
+
+    config = transformers.BeitConfig(
+        image_size=32, patch_size=8, num_channels=3, hidden_size=32, num_hidden_layers=2,
+        num_attention_heads=2, intermediate_size=64, num_labels=5,
+    )  # fmt: skip
+    model = transformers.BeitForImageClassification(config)
+    x, y = torch.randn(2, 3, 32, 32), torch.tensor([0, 1])
+    with HessianOperator(model, (x, y)) as op:
+        v = torch.randn(op.size, dtype=torch.float64).float()
+        hv, hu = op.matvec(v), op.matvec(2 * v)
+    assert torch.allclose(hu, 2 * hv, rtol=1e-4, atol=1e-6) and hv.norm() > 0  # linear, nonzero

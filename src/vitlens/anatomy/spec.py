@@ -131,6 +131,18 @@ def no_switch(model: nn.Module) -> contextlib.AbstractContextManager:
     return contextlib.nullcontext(model)
 
 
+def _with_math_sdpa(switch: Callable[[nn.Module], contextlib.AbstractContextManager]):
+    @contextlib.contextmanager
+    def explicit(model: nn.Module):
+        from torch.nn.attention import SDPBackend, sdpa_kernel
+
+        with switch(model) as switched, sdpa_kernel(SDPBackend.MATH):
+            yield switched
+
+    explicit.math_sdpa = True
+    return explicit
+
+
 @dataclass(frozen=True)
 class Anatomy:
     """Everything an analysis may know about a model (DESIGN.md §2, docs/ARCHITECTURE.md).
@@ -147,6 +159,12 @@ class Anatomy:
     logits: Callable[[Any], torch.Tensor] = output_logits
     explicit: Callable[[nn.Module], contextlib.AbstractContextManager] = no_switch
     input: InputSpec = field(default_factory=InputSpec)
+
+    def __post_init__(self):
+        # Whatever the adapter switches, fused SDPA kernels (flash, memory-efficient, the CPU
+        # flash kernel) have no double backward: inside `explicit` only the math path runs.
+        if not getattr(self.explicit, "math_sdpa", False):
+            object.__setattr__(self, "explicit", _with_math_sdpa(self.explicit))
 
     def forward(self, model: nn.Module, x: torch.Tensor) -> torch.Tensor:
         """Run `model` on `x` and return its logits."""
