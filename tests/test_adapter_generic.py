@@ -154,16 +154,30 @@ def test_a_pre_norm_transformer_splits_as_the_timm_adapter_does():
         ), g.name
 
 
-def test_an_attention_block_that_cannot_be_split_is_one_block():
+def test_an_attention_block_that_cannot_be_split_is_one_msa_block_with_its_maps():
     from timm.models.vision_transformer import ResPostBlock, VisionTransformer
+
+    from vitlens.analysis.attention_maps import capture_attention
 
     torch.manual_seed(0)
     post_norm = VisionTransformer(
         img_size=32, patch_size=8, embed_dim=32, depth=2, num_heads=2, block_fn=ResPostBlock
     ).eval()
     blocks = describe_generic(post_norm).blocks
-    assert [b.kind for b in blocks] == ["embed", "block", "block", "head"]
+    # Attention mixes the tokens of the whole post-norm unit: it is an `msa` block, read whole.
+    assert [b.kind for b in blocks] == ["embed", "msa", "msa", "head"]
     assert all(b.branch is None for b in blocks)
+    assert [b.mixer for b in blocks[1:3]] == [b.tap for b in blocks[1:3]]
+    x = torch.randn(1, 3, 32, 32)
+    capture = capture_attention(post_norm, x)
+    assert len(capture.blocks) == 2 and not capture.unread
+    # the map caught in the unit is the block's own attention, computed here by hand
+    block = post_norm.blocks[0]
+    tokens = post_norm._pos_embed(post_norm.patch_embed(x))
+    qkv = block.attn.qkv(tokens).reshape(1, tokens.shape[1], 3, 2, 16).permute(2, 0, 3, 1, 4)
+    q, k = block.attn.q_norm(qkv[0]), block.attn.k_norm(qkv[1])
+    expected = (q @ k.transpose(-2, -1) * block.attn.scale).softmax(-1)
+    torch.testing.assert_close(capture.blocks[0].attn, expected)
 
 
 def _batches(n=2, size=4):

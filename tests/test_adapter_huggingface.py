@@ -301,3 +301,49 @@ def test_hessian_runs_where_attention_is_fused_sdpa():
         v = torch.randn(op.size, dtype=torch.float64).float()
         hv, hu = op.matvec(v), op.matvec(2 * v)
     assert torch.allclose(hu, 2 * hv, rtol=1e-4, atol=1e-6) and hv.norm() > 0  # linear, nonzero
+
+
+def _hf_family(name: str):
+    transformers = pytest.importorskip("transformers")
+    tiny = dict(num_channels=3, num_labels=5)
+    configs = {
+        "swinv2": lambda: transformers.Swinv2Config(
+            image_size=32, patch_size=4, embed_dim=16, depths=[1, 1], num_heads=[2, 2],
+            window_size=4, **tiny,
+        ),
+        "convnextv2": lambda: transformers.ConvNextV2Config(
+            hidden_sizes=[8, 16, 24, 32], depths=[1, 1, 1, 1], **tiny
+        ),
+        "beit": lambda: transformers.BeitConfig(
+            image_size=32, patch_size=8, hidden_size=32, num_hidden_layers=2,
+            num_attention_heads=2, intermediate_size=64, **tiny,
+        ),
+        "dinov2reg": lambda: transformers.Dinov2WithRegistersConfig(
+            image_size=32, patch_size=8, hidden_size=32, num_hidden_layers=2,
+            num_attention_heads=2, mlp_ratio=2, num_register_tokens=2, **tiny,
+        ),
+        "mobilevit": lambda: transformers.MobileViTConfig(image_size=64, **tiny),
+        "levit": lambda: transformers.LevitConfig(**tiny),
+    }  # fmt: skip
+    torch.manual_seed(0)
+    config = configs[name]()
+    if name == "levit":  # two classifier classes: the auto mapping cannot choose
+        model = transformers.LevitForImageClassification(config)
+    else:
+        model = transformers.AutoModelForImageClassification.from_config(config)
+    return model.eval(), getattr(model.config, "image_size", 64)
+
+
+@pytest.mark.parametrize(
+    "name", ["swinv2", "convnextv2", "beit", "dinov2reg", "mobilevit", "levit"]
+)
+def test_any_hugging_face_classifier_is_described_and_analysed(name):
+    from vitlens.analysis.fourier import fourier
+    from vitlens.analysis.variance import variance
+
+    model, side = _hf_family(name)
+    kinds = {b.kind for b in anatomy_of(model).blocks}
+    assert "embed" in kinds and (kinds & {"msa", "conv"})
+    assert ("msa" in kinds) == (name != "convnextv2")  # attention where the architecture has it
+    batch = [(torch.randn(2, 3, side, side), torch.tensor([0, 1]))]
+    assert len(fourier(model, batch).names) == len(variance(model, batch).names) >= 3

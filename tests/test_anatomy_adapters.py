@@ -385,9 +385,13 @@ def test_hessian_vector_product_matches_finite_differences(name):
 def test_unknown_models_and_parts_are_refused():
     with pytest.raises(VitlensError, match="no adapter describes it"):
         describe(nn.Sequential(nn.Conv2d(3, 8, 3), nn.ReLU()))
-    # A known family built from a block whose branches the adapter cannot locate (post-norm).
+    # A known family built from a block whose branches the dedicated adapter cannot locate
+    # (post-norm): that adapter refuses it by name, and the generic one describes it whole.
+    from vitlens.anatomy.adapters.timm_models import describe_vit
+
     post_norm = VisionTransformer(
         img_size=32, patch_size=8, embed_dim=32, depth=1, num_heads=2, block_fn=ResPostBlock
     )
     with pytest.raises(VitlensError, match="ResPostBlock"):
-        describe(post_norm)
+        describe_vit(post_norm)
+    assert [b.kind for b in describe(post_norm)] == ["embed", "msa", "head"]

@@ -262,7 +262,7 @@ class _MapReader:
             self.unread.setdefault(block.name, "its attention module emitted no map on this input")
             return
         grid = tuple(int(s) for s in block.layout.to_map(t).shape[-2:])
-        source = block.attention or block.branch
+        source = block.attention or block.mixer or block.branch
         images = self.images
         try:
             geometry = resolve_geometry(
@@ -281,7 +281,7 @@ class _MapReader:
             if b.attention is not None:
                 handles.append(b.attention.register_forward_hook(self.on_attention(b)))
             else:
-                handles += catching_softmax(b.branch, self.on_softmax(b))
+                handles += catching_softmax(b.mixer or b.branch, self.on_softmax(b))
         return handles
 
 
@@ -295,9 +295,9 @@ def capture_attention(model: nn.Module, images: torch.Tensor, *, keep_graph: boo
     msa = [b for b in anatomy.blocks if b.kind == "msa"]
     reader = _MapReader(model, images, keep_graph)
     for b in msa:
-        if b.attention is None and b.branch is None:
+        if b.attention is None and b.mixer is None and b.branch is None:
             reader.unread[b.name] = "no attention module, and no branch to read a softmax in"
-    readable = [b for b in msa if b.attention is not None or b.branch is not None]
+    readable = [b for b in msa if b.attention or b.mixer or b.branch]
     handles = reader.hooks(readable)
     try:
         with anatomy.explicit(model), tapping(readable, reader.on_tap):

@@ -120,21 +120,59 @@ _SOFTMAXES = {torch.softmax, F.softmax, torch.Tensor.softmax}
 
 
 class SoftmaxCatcher(TorchFunctionMode):
-    """While active, keeps every 4-D softmax result over the last axis: the attention
-    probabilities (B, heads, N, N) of an implementation that has no module emitting them
-    (torchvision's Swin computes them inside a function)."""
+    """While active, keeps every attention map computed: softmaxes over the last axis of 4-D
+    (B, heads, N, M) or 5-D (B, heads, windows, N, M) tensors, and the probabilities of
+    `F.scaled_dot_product_attention`, which is replaced by its explicit (math) computation so
+    that its map exists and it has a double backward."""
 
     def __init__(self):
         super().__init__()
         self.seen: list[torch.Tensor] = []
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
-        out = func(*args, **(kwargs or {}))
-        if func in _SOFTMAXES and isinstance(out, torch.Tensor) and out.ndim == 4:
-            dim = (kwargs or {}).get("dim", args[1] if len(args) > 1 else None)
-            if dim in (-1, 3):
-                self.seen.append(out)
+        kwargs = kwargs or {}
+        if func is F.scaled_dot_product_attention:
+            out, probs = explicit_sdpa(*args, **kwargs)
+            self.seen.append(probs)
+            return out
+        out = func(*args, **kwargs)
+        if func in _SOFTMAXES and isinstance(out, torch.Tensor) and out.ndim in (4, 5):
+            dim = kwargs.get("dim", args[1] if len(args) > 1 else None)
+            if dim in (-1, out.ndim - 1):
+                self.seen.append(_as_windows(out))
         return out
+
+
+def _as_windows(probs: torch.Tensor) -> torch.Tensor:
+    """(B, heads, W, N, M) maps as (B * W, heads, N, M): windows on the batch axis."""
+    if probs.ndim == 4:
+        return probs
+    b, h, w, n, m = probs.shape
+    return probs.permute(0, 2, 1, 3, 4).reshape(b * w, h, n, m)
+
+
+def explicit_sdpa(
+    query, key, value, attn_mask=None, dropout_p=0.0, is_causal=False, scale=None,
+    enable_gqa=False,
+):  # fmt: skip
+    """`F.scaled_dot_product_attention` computed explicitly: (output, probabilities)."""
+    scale = query.shape[-1] ** -0.5 if scale is None else scale
+    if enable_gqa and key.shape[-3] != query.shape[-3]:
+        repeat = query.shape[-3] // key.shape[-3]
+        key, value = key.repeat_interleave(repeat, -3), value.repeat_interleave(repeat, -3)
+    logits = query @ key.transpose(-2, -1) * scale
+    if is_causal:
+        n, m = query.shape[-2], key.shape[-2]
+        causal = torch.ones(n, m, dtype=torch.bool, device=query.device).tril()
+        logits = logits.masked_fill(~causal, float("-inf"))
+    if attn_mask is not None:
+        if attn_mask.dtype == torch.bool:
+            logits = logits.masked_fill(~attn_mask, float("-inf"))
+        else:
+            logits = logits + attn_mask
+    probs = logits.softmax(dim=-1)
+    dropped = F.dropout(probs, dropout_p) if dropout_p > 0 else probs
+    return dropped @ value, probs
 
 
 def catching_softmax(module: nn.Module, found: Callable[[list[torch.Tensor]], None]) -> list:

@@ -18,9 +18,13 @@ from torch import nn
 
 from vitlens.errors import VitlensError
 
-# `block`: a unit that mixes attention and MLP (or anything else) which cannot be split; the
-# generic adapters use it where a family's inner structure is unknown.
-KINDS = ("embed", "conv", "msa", "mlp", "pool", "head", "block")
+# A block's kind says what mixes its tokens (the paper compares MSAs with convolutions):
+# `msa` self-attention over positions (global, windowed, pooled keys, class attention; a whole
+# unit when attention and MLP cannot be split), `channel_msa` attention over channels (XCiT's
+# XCA: no spatial map), `token_mlp` an MLP across positions (MLP-Mixer, ResMLP, gMLP), `pool` a
+# pooling mixer or subsampling, `conv` convolution, `mlp` a per-token MLP; `block` a unit whose
+# mixing is unknown.
+KINDS = ("embed", "conv", "msa", "mlp", "pool", "head", "block", "token_mlp", "channel_msa")
 
 LayoutKind = Literal["nchw", "nhwc", "tokens", "vector"]
 
@@ -82,6 +86,9 @@ class Block:
         layout: how the tapped tensor becomes a `B x C x H x W` map.
         attention: for `msa` blocks, the module whose output is the (B, heads, N, N) attention
             probabilities under `explicit_attention` (None where maps cannot be read).
+        mixer: for `msa` blocks without such a module, the module inside which the attention
+            is computed; its maps are read by catching the softmax (or SDPA) it runs (None:
+            the branch).
     """
 
     name: str
@@ -92,6 +99,7 @@ class Block:
     branch: nn.Module | None
     layout: Layout
     attention: nn.Module | None = None
+    mixer: nn.Module | None = None
 
     def __post_init__(self):
         if self.kind not in KINDS:

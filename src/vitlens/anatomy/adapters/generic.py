@@ -6,15 +6,26 @@ It is registered before every other adapter, so it is asked last. It understands
   timm's `feature_info` names (`stages`, `blocks`, ...); each stage of that trunk is unrolled into
   its blocks (a `blocks` list, or a plain `Sequential` of composite modules);
 - a torchvision classification model with a `features` trunk (MobileNet, EfficientNet, ConvNeXt,
-  VGG, ...): `features[0]` is the stem, the rest is unrolled the same way.
+  VGG, ...): `features[0]` is the stem, the rest is unrolled the same way;
+- any other torchvision or timm model (GoogLeNet, Inception, ShuffleNet, RegNet, MaxViT, Twins,
+  Visformer, CrossViT, ...): its top-level children in the order the probe ran them, the first
+  being the stem, unrolled through `Sequential`s, `blocks` and `layers`; the head and what
+  comes after the last map are left out.
 
 What each unit is, is learnt from one probe forward pass (batch 1, eval mode, no grad), cached per
 model: the layout of its output (NCHW, NHWC or tokens), its resolution stage (a new stage where the
 map gets smaller), the module whose output *is* the model's output (the `head`), and whether its
 residual branch is where we think it is. Kinds are inferred:
 
-- a unit containing attention is split into `msa` + `mlp` when it is a pre-norm block
-  (`norm1 -> attn`, `norm2 -> mlp`, checked on the probe's tensors), otherwise it is one `block`;
+- what mixes a unit's tokens is seen in the probe: a unit inside which a softmax over keys (the
+  last axis of a >= 3-D tensor) or scaled-dot-product attention runs contains attention. It is
+  split into `msa` + `mlp` when it is a pre-norm block (`norm1 -> attn`, `norm2 -> mlp`, checked
+  on the probe's tensors), otherwise the whole unit is `msa` (post-norm Swin V2, LeViT, MobileViT,
+  EfficientFormer, GCViT, NesT, ...; its maps are read from the softmax inside it). Attention
+  over channels rather than positions (XCiT's XCA, DaViT's channel blocks) is `channel_msa`: it
+  has no spatial map;
+- a token-mixing MLP (MLP-Mixer `mlp_tokens`, ResMLP `linear_tokens`, gMLP's spatial gating)
+  is `token_mlp`; a pooling token mixer (PoolFormer) is `pool`;
 - other units are `conv`, or `pool` when they shrink the map with at most two layers and no skip.
 
 A residual branch is named only where the block says it has a skip (timm `drop_path` with
@@ -31,10 +42,12 @@ import math
 import weakref
 from collections import Counter
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
+import torch.nn.functional as F
 from torch import nn
+from torch.overrides import TorchFunctionMode
 
 from vitlens.anatomy.attention import force_mha_weights, switch_flag
 from vitlens.anatomy.core import register_adapter, unwrap
@@ -59,9 +72,16 @@ def is_timm(model: nn.Module) -> bool:
 
 
 def is_torchvision(model: nn.Module) -> bool:
-    return type(model).__module__.startswith("torchvision.models.") and isinstance(
-        getattr(model, "features", None), nn.Sequential
-    )
+    return type(model).__module__.startswith("torchvision.models.")
+
+
+def is_transformers(model: nn.Module) -> bool:
+    """Any Hugging Face `...ForImageClassification` the dedicated adapter does not know."""
+    return type(model).__module__.startswith("transformers.models.") and hasattr(model, "config")
+
+
+def _has_features(model: nn.Module) -> bool:
+    return isinstance(getattr(model, "features", None), nn.Sequential)
 
 
 def _composite(module: nn.Module) -> bool:
@@ -80,30 +100,149 @@ def _unroll(path: str, module: nn.Module) -> list[tuple[str, nn.Module]]:
     return [(path, module)]
 
 
-def _timm_units(model: nn.Module) -> list[tuple[str, nn.Module]]:
+def _timm_units(model: nn.Module) -> list[tuple[str, nn.Module]] | None:
+    """The units of the trunk timm's feature_info names (None: it names none that exists)."""
     paths = [f["module"] for f in getattr(model, "feature_info", None) or [] if "." in f["module"]]
     if not paths:
-        raise VitlensError(f"timm {type(model).__name__} has no feature_info to find its trunk")
+        return None
     trunk = Counter(p.rsplit(".", 1)[0] for p in paths).most_common(1)[0][0]
+    try:
+        children = model.get_submodule(trunk).named_children()
+    except AttributeError:  # feature_info names a module path the model does not have (Twins)
+        return None
     units = []
-    for name, child in model.get_submodule(trunk).named_children():
+    for name, child in children:
         units += _unroll(f"{trunk}.{name}", child)
     return units
 
 
-def _torchvision_units(model: nn.Module) -> list[tuple[str, nn.Module]]:
+def _inner_list(module: nn.Module) -> tuple[nn.Module | None, str]:
+    """The list a container holds: itself (any `Sequential`/`ModuleList`) or its `blocks` or
+    `layers` attribute; (None, "") for a module that is not a container."""
+    if isinstance(module, nn.Sequential | nn.ModuleList):
+        return module, ""
+    for attr in ("blocks", "layers", "layer", "stages"):  # `layer`, `stages`: Hugging Face
+        found = getattr(module, attr, None)
+        if isinstance(found, nn.Sequential | nn.ModuleList) and len(found):
+            return found, f".{attr}"
+    return None, ""
+
+
+def _deep_unroll(path: str, module: nn.Module) -> list[tuple[str, nn.Module]]:
+    """Containers become their composite children, recursively."""
+    inner, suffix = _inner_list(module)
+    if inner is None:
+        return [(path, module)]
+    children = list(inner.named_children())
+    if not children or not all(_composite(c) or _inner_list(c)[0] for _, c in children):
+        return [(path, module)]
+    return [u for name, c in children for u in _deep_unroll(f"{path}{suffix}.{name}", c)]
+
+
+def _split_attention(units, probe: _Probe) -> list[tuple[str, nn.Module]]:
+    """A unit inside which attention ran more than once (MaxViT's window then grid attention,
+    DaViT's spatial then channel block) becomes the children that ran in it, where each of
+    them passes the stream on (same rank of tensor in and out)."""
+    out = []
+    for path, unit in units:
+        kids = sorted(
+            ((f"{path}.{n}", c) for n, c in unit.named_children() if id(c) in probe.order),
+            key=lambda nc: probe.order[id(nc[1])],
+        )
+        rank = probe.out(unit).ndim if probe.out(unit) is not None else None
+        stream = all(
+            probe.out(c) is not None and probe.input(c) is not None
+            and probe.out(c).ndim == probe.input(c).ndim == rank
+            for _, c in kids
+        )  # fmt: skip
+        attending = [c for _, c in kids if probe.attention_ops.get(id(c), 0)]
+        blocks = all(_composite(c) for _, c in kids)  # sub-blocks, not a block's own layers
+        if len(attending) >= 2 and blocks and stream:
+            out += _split_attention(kids, probe)
+        else:
+            out.append((path, unit))
+    return out
+
+
+def _called_children(module: nn.Module, prefix: str = "") -> list[tuple[str, nn.Module]]:
+    """The children of `module`, with `ModuleList`s (never called themselves) replaced by their
+    members, recursively (Twins: `blocks` is a list of lists)."""
+    out = []
+    for name, child in module.named_children():
+        path = f"{prefix}{name}"
+        if isinstance(child, nn.ModuleList):
+            out += _called_children(child, f"{path}.")
+        else:
+            out.append((path, child))
+    return out
+
+
+def _top_level_units(model: nn.Module, probe: _Probe) -> tuple[list, nn.Module | None]:
+    """Any other model: its top-level children in the order they ran, unrolled; the first is
+    the stem (`embed`), and children after the last feature map (pooling to a vector, the head)
+    are left out. A model whose trunk is one container (MNASNet's `layers`) is its composite
+    children, entered from the stream before the first."""
+    children = _called_children(model)
+    ran = [
+        (name, child)
+        for name, child in children
+        if id(child) in probe.order and probe.out(child) is not None
+    ]
+    ran.sort(key=lambda nc: probe.order[id(nc[1])])
+    spatial = [(n, c) for n, c in ran if probe.out(c).ndim >= 3]
+    if len(spatial) == 1:
+        name, trunk = spatial[0]
+        inner = [
+            (f"{name}.{n}", c)
+            for n, c in trunk.named_children()
+            if _composite(c) or _inner_list(c)[0] is not None
+        ]
+        units = [u for path, c in inner for u in _deep_unroll(path, c)]
+        if len(units) >= 2:
+            return units, None
+    if len(spatial) < 2:
+        raise VitlensError(
+            f"cannot place the parts of {type(model).__name__}: fewer than two of its top-level "
+            f"modules ({', '.join(n for n, _ in ran)}) return feature maps"
+        )
+    units = [u for name, child in spatial for u in _deep_unroll(name, child)]
+    return units[1:], model.get_submodule(units[0][0])
+
+
+def _torchvision_units(model: nn.Module) -> list[tuple[str, nn.Module]] | None:
+    if not _has_features(model):
+        return None
     units = []
     for name, child in list(model.features.named_children())[1:]:
         units += _unroll(f"features.{name}", child)
     return units
 
 
+# Attention over channels, not positions: it has no spatial map.
+CHANNEL_ATTENTION = ("XCA", "ChannelAttention", "ChannelAttentionV2")
+# Token mixers that are MLPs across positions, found by their attribute or class names.
+TOKEN_MLP_ATTRS = ("mlp_tokens", "linear_tokens")
+TOKEN_MLP_CLASSES = ("SpatialGatingUnit",)
+POOL_MIXERS = ("Pooling",)
+# Attention whose softmax runs over the tokens of the keys alone (CoaT's factorized attention:
+# softmax(K)^T V, no N x N map): self-attention all the same.
+FACTORIZED = ("FactorAttnConvRelPosEnc",)
+# Attention-made kernels over a k x k neighbourhood (VOLO's outlookers): a dynamic convolution,
+# not self-attention over positions.
+LOCAL_ATTENTION = ("OutlookAttention",)
+
+
 @dataclass
 class _Probe:
-    """What one forward pass showed: each recorded module's first input and its output."""
+    """What one forward pass showed: each recorded module's first input and its output, the
+    order in which modules finished, and the modules inside which attention ran (`spatial` or
+    `channel`)."""
 
     seen: dict[int, tuple[torch.Tensor | None, torch.Tensor | None]]
     output: torch.Tensor
+    order: dict[int, int] = field(default_factory=dict)
+    attending: dict[int, set[str]] = field(default_factory=dict)
+    attention_ops: dict[int, int] = field(default_factory=dict)
 
     def input(self, m: nn.Module) -> torch.Tensor | None:
         return self.seen.get(id(m), (None, None))[0]
@@ -113,6 +252,8 @@ class _Probe:
 
 
 def _first(value) -> torch.Tensor | None:
+    if hasattr(value, "to_tuple"):  # a Hugging Face ModelOutput
+        value = value.to_tuple()
     if isinstance(value, torch.Tensor):
         return value
     if isinstance(value, tuple | list) and value and isinstance(value[0], torch.Tensor):
@@ -120,16 +261,68 @@ def _first(value) -> torch.Tensor | None:
     return None
 
 
+_SOFTMAXES = (torch.softmax, F.softmax, torch.Tensor.softmax)
+
+
+class _AttentionWatch(TorchFunctionMode):
+    """Marks every module on the running stack when a softmax over keys (the last axis of a
+    >= 3-D tensor) or scaled-dot-product attention runs inside it."""
+
+    def __init__(self, stack: list[nn.Module], attending: dict[int, set[str]], ops: dict):
+        super().__init__()
+        self.stack, self.attending, self.ops = stack, attending, ops
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        out = func(*args, **kwargs)
+        if self.stack and _is_attention(func, args, kwargs, out):
+            inner = type(self.stack[-1]).__name__
+            what = "channel" if inner in CHANNEL_ATTENTION else "spatial"
+            for m in self.stack:
+                self.attending.setdefault(id(m), set()).add(what)
+                self.ops[id(m)] = self.ops.get(id(m), 0) + 1
+        return out
+
+
+# Whole attention computations: SDPA, and nn.MultiheadAttention's paths (its fused fast path in
+# eval mode runs no softmax the watch could see).
+_ATTENTION_OPS = (
+    F.scaled_dot_product_attention,
+    F.multi_head_attention_forward,
+    torch._native_multi_head_attention,
+)
+
+
+def _is_attention(func, args, kwargs, out) -> bool:
+    if func in _ATTENTION_OPS:
+        return True
+    if func not in _SOFTMAXES or not isinstance(out, torch.Tensor) or out.ndim < 3:
+        return False
+    dim = kwargs.get("dim", args[1] if len(args) > 1 else None)
+    return dim in (-1, out.ndim - 1) and out.shape[-1] > 1
+
+
 def _probe(model, watch: list[nn.Module], side: int, zero: list[nn.Module] = ()) -> _Probe:
     seen: dict[int, tuple] = {}
+    order: dict[int, int] = {}
+    stack: list[nn.Module] = []
+    attending: dict[int, set[str]] = {}
+    ops: dict[int, int] = {}
+
+    def enter(m, _inp):
+        stack.append(m)
 
     def hook(m, inp, out):
+        if stack and stack[-1] is m:
+            stack.pop()
         seen[id(m)] = (_first(inp), _first(out))
+        order.setdefault(id(m), len(order))
 
     def zeroed(_m, _inp, out):
         return torch.zeros_like(out)
 
-    handles = [m.register_forward_hook(hook) for m in watch]
+    handles = [m.register_forward_pre_hook(enter) for m in watch]
+    handles += [m.register_forward_hook(hook) for m in watch]
     handles += [m.register_forward_hook(zeroed) for m in zero]
     was_training = model.training
     channels = (_timm_input(model).channels or 3) if is_timm(model) else 3
@@ -137,34 +330,54 @@ def _probe(model, watch: list[nn.Module], side: int, zero: list[nn.Module] = ())
     param = next(model.parameters())
     try:
         model.eval()
-        with torch.no_grad():
+        with torch.no_grad(), _AttentionWatch(stack, attending, ops):
             output = _first(model(x.to(param.device, param.dtype)))
     finally:
         model.train(was_training)
         for h in handles:
             h.remove()
-    return _Probe(seen, output)
+    return _Probe(seen, output, order, attending, ops)
 
 
 def _layout(model: nn.Module, t: torch.Tensor) -> Layout:
     if t.ndim == 2:
         return VECTOR
     if t.ndim == 3:
-        prefix = int(getattr(model, "num_prefix_tokens", 0) or 0)
-        if math.isqrt(t.shape[1] - prefix) ** 2 != t.shape[1] - prefix:
-            raise VitlensError(
-                f"{t.shape[1]} tokens of {type(model).__name__} are not a square grid"
-            )
-        return tokens(prefix)
+        return tokens(_prefix(model, t.shape[1]))
     # Square probe: the two equal axes are the spatial ones.
     return NHWC if t.shape[1] == t.shape[2] != t.shape[3] else NCHW
 
 
-def _has_attention(module: nn.Module) -> bool:
-    return any(
-        isinstance(m, nn.MultiheadAttention) or "Attention" in type(m).__name__
-        for m in module.modules()
-    )
+def _prefix(model: nn.Module, n: int) -> int:
+    """Tokens before the square grid: the model's prefix tokens where it says, else what is
+    left over a square (a class token added late, inside the trunk: CaiT, XCiT, ConViT)."""
+    declared = int(getattr(model, "num_prefix_tokens", 0) or 0)
+    for prefix in (declared, n - math.isqrt(n) ** 2):
+        if 0 <= prefix <= 16 and n > prefix and math.isqrt(n - prefix) ** 2 == n - prefix:
+            return prefix
+    raise VitlensError(f"{n} tokens of {type(model).__name__} are not a square grid")
+
+
+def _mixer(unit: nn.Module, probe: _Probe) -> str | None:
+    """What mixes a unit's tokens when it is not a convolution: `msa`, `channel_msa`,
+    `token_mlp` or `pool` (None: nothing of these)."""
+    found = probe.attending.get(id(unit), set())
+    if any(type(m).__name__ in LOCAL_ATTENTION for m in unit.modules()):
+        return None
+    if "spatial" in found or any(type(m).__name__ in FACTORIZED for m in unit.modules()):
+        return "msa"
+    if found:
+        return "channel_msa"
+    for m in unit.modules():
+        if any(isinstance(getattr(m, a, None), nn.Module) for a in TOKEN_MLP_ATTRS):
+            return "token_mlp"
+        if type(m).__name__ in TOKEN_MLP_CLASSES:
+            return "token_mlp"
+        if type(m).__name__ in POOL_MIXERS or isinstance(
+            getattr(m, "token_mixer", None), nn.AvgPool2d
+        ):
+            return "pool"
+    return None
 
 
 def _pre_norm_parts(unit: nn.Module, probe: _Probe):
@@ -228,7 +441,11 @@ def _first_probe(model: nn.Module) -> tuple[_Probe, int]:
     """The probe of every module, at the model's own size if it fixes one, and that size."""
     size = getattr(getattr(model, "patch_embed", None), "img_size", None)
     fixed = getattr(getattr(model, "patch_embed", None), "strict_img_size", True)
-    sides = (int(size[0]),) if isinstance(size, tuple | list) and fixed else _PROBE_SIDES
+    own = _timm_input(model).size if is_timm(model) else None
+    if isinstance(size, tuple | list) and fixed:
+        sides = (int(size[0]),)
+    else:  # cheap sides first; the model's own size where it declares one (MaxViT: 256)
+        sides = tuple(dict.fromkeys((*_PROBE_SIDES, *((int(own),) if own else ()))))
     for side in sides:
         try:
             return _probe(model, list(model.modules())[1:], side), side
@@ -260,16 +477,23 @@ def _unit_blocks(model, units, probe: _Probe, branches) -> list[tuple]:
         out = probe.out(unit)
         if out is None:
             raise VitlensError(f"a {type(unit).__name__} in {type(model).__name__} never ran")
-        if _has_attention(unit):
+        mixer, branch = _mixer(unit, probe), branches.get(id(unit))
+        if mixer == "msa":
             parts = _pre_norm_parts(unit, probe)
-            if parts is None:
-                rows.append(("block", unit, "output", None, out, None))
+            if parts is None:  # attention and MLP not separable: the whole unit mixes by MSA
+                rows.append(("msa", unit, "output", branch, out, None))
                 continue
             attn, norm2, mlp = parts
             rows.append(("msa", norm2, "input", attn, probe.input(norm2), _maps_readable(attn)))
             rows.append(("mlp", unit, "output", mlp, out, None))
             continue
-        inp, branch = probe.input(unit), branches.get(id(unit))
+        if mixer is not None:
+            rows.append((mixer, unit, "output", branch, out, None))
+            continue
+        if any(type(m).__name__ in LOCAL_ATTENTION for m in unit.modules()):
+            rows.append(("conv", unit, "output", branch, out, None))
+            continue
+        inp = probe.input(unit)
         shrinks = inp is not None and inp.ndim == 4 and inp.shape[-1] > out.shape[-1]
         layers = sum(1 for m in unit.modules() if not list(m.children()))
         kind = "pool" if branch is None and shrinks and layers <= 2 else "conv"
@@ -277,12 +501,11 @@ def _unit_blocks(model, units, probe: _Probe, branches) -> list[tuple]:
     return rows
 
 
-def _embed_row(model: nn.Module, units, probe: _Probe) -> tuple:
-    if is_timm(model):  # the stream entering the trunk
-        first = units[0][1]
-        return ("embed", first, "input", None, probe.input(first), None)
-    stem = model.features[0]  # torchvision: the stem is the first of `features`
-    return ("embed", stem, "output", None, probe.out(stem), None)
+def _embed_row(model: nn.Module, units, probe: _Probe, stem: nn.Module | None) -> tuple:
+    if stem is not None:  # torchvision `features[0]`, or the first top-level child that ran
+        return ("embed", stem, "output", None, probe.out(stem), None)
+    first = units[0][1]  # timm: the stream entering the trunk
+    return ("embed", first, "input", None, probe.input(first), None)
 
 
 def _assemble(model: nn.Module, rows: list[tuple]) -> list[Block]:
@@ -290,6 +513,12 @@ def _assemble(model: nn.Module, rows: list[tuple]) -> list[Block]:
     starts wherever the map gets smaller."""
     stages, layouts, stage, last = [], [], 0, None
     for row in rows:
+        if row[4] is None:
+            raise VitlensError(
+                f"a {type(row[1]).__name__} in {type(model).__name__} passes something other than "
+                "a tensor along its trunk (a list or a dict), which vitlens cannot tap; register "
+                "an adapter for it (vitlens.anatomy.register_adapter)"
+            )
         layout = _layout(model, row[4])
         side = int(layout.to_map(row[4]).shape[-1])
         if last is not None and side < last:
@@ -299,11 +528,25 @@ def _assemble(model: nn.Module, rows: list[tuple]) -> list[Block]:
         layouts.append(layout)
     names = ["embed", *_names(stages[1:], [r[0] for r in rows[1:]])]
     return [
-        Block(name, kind, s, tap, point, branch, layout, attention)
+        Block(name, kind, s, tap, point, branch, layout, attention, _mixer_module(kind, tap, point))
         for name, (kind, tap, point, branch, _, attention), s, layout in zip(
             names, rows, stages, layouts, strict=True
         )
     ]
+
+
+def _mixer_module(kind: str, tap: nn.Module, point: str) -> nn.Module | None:
+    # A whole unit labelled `msa` is tapped at its output: its attention runs inside it.
+    return tap if kind == "msa" and point == "output" else None
+
+
+def _units(model: nn.Module, probe: _Probe) -> tuple[list[tuple[str, nn.Module]], nn.Module | None]:
+    """The trunk's units and the stem module (None: the embedding is the trunk's input)."""
+    if is_timm(model) and (units := _timm_units(model)) is not None:
+        return units, None
+    if not is_timm(model) and (units := _torchvision_units(model)) is not None:
+        return units, model.features[0]
+    return _top_level_units(model, probe)
 
 
 def describe_generic(model: nn.Module) -> Anatomy:
@@ -311,11 +554,12 @@ def describe_generic(model: nn.Module) -> Anatomy:
     model = unwrap(model)
     if model in _CACHE:
         return _CACHE[model]
-    units = _timm_units(model) if is_timm(model) else _torchvision_units(model)
     probe, side = _first_probe(model)
+    units, stem = _units(model, probe)
+    units = _split_attention(units, probe)
     branches = {id(u): b for _, u in units if (b := _skip_branch(u)) is not None}
     branches = _verified(model, units, branches, side)
-    rows = [_embed_row(model, units, probe), *_unit_blocks(model, units, probe, branches)]
+    rows = [_embed_row(model, units, probe, stem), *_unit_blocks(model, units, probe, branches)]
     blocks = _assemble(model, rows)
     head = _head(model, probe)
     if head is not None:
@@ -363,4 +607,4 @@ def _explicit(model: nn.Module) -> Iterator[nn.Module]:
 
 
 # Registered first, so every dedicated adapter (registered later) is asked before it.
-register_adapter(lambda m: is_timm(m) or is_torchvision(m), describe_generic)
+register_adapter(lambda m: is_timm(m) or is_torchvision(m) or is_transformers(m), describe_generic)

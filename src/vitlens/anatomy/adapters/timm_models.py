@@ -139,7 +139,28 @@ def _timm(describer):
     return anatomy
 
 
-register_adapter(lambda m: derives_from(m, _RESNET, "ResNet"), _timm(describe_resnet))
+def _plain_resnet(model: nn.Module) -> bool:
+    """A timm ResNet of BasicBlock/Bottleneck blocks; its variants with other blocks (Res2Net,
+    ResNeSt, SKNet) are left to the generic adapter."""
+    if not derives_from(model, _RESNET, "ResNet"):
+        return False
+    return all(
+        derives_from(b, _RESNET, "BasicBlock") or derives_from(b, _RESNET, "Bottleneck")
+        for k in range(1, 5)
+        for b in getattr(model, f"layer{k}", ())
+    )
+
+
+register_adapter(_plain_resnet, _timm(describe_resnet))
 register_adapter(lambda m: derives_from(m, _SWIN, "SwinTransformer"), _timm(describe_swin))
 register_adapter(lambda m: derives_from(m, _PIT, "PoolingVisionTransformer"), _timm(describe_pit))
-register_adapter(lambda m: derives_from(m, _VIT, "VisionTransformer"), _timm(describe_vit))
+
+
+def _pre_norm_vit(model: nn.Module) -> bool:
+    """A timm ViT of pre-norm Blocks; others (ResPostBlock, parallel blocks) go generic."""
+    if not derives_from(model, _VIT, "VisionTransformer"):
+        return False
+    return all(derives_from(b, _VIT, "Block") for b in getattr(model, "blocks", ()))
+
+
+register_adapter(_pre_norm_vit, _timm(describe_vit))

@@ -48,11 +48,15 @@ def _swin_blocks(name: str, stage: int, block: nn.Module) -> list[Block]:
     if derives_from(block, _SWIN, "SwinTransformerBlockV2"):
         # Res-post-norm: x + norm1(attn(x)), then x + norm2(mlp(x)); each branch ends at its norm,
         # and the stream after the attention add is what enters the mlp.
-        msa = Block(f"{name}.msa", "msa", stage, block.mlp, "input", block.norm1, NHWC)
+        msa = Block(
+            f"{name}.msa", "msa", stage, block.mlp, "input", block.norm1, NHWC, None, block.attn
+        )
         mlp = Block(f"{name}.mlp", "mlp", stage, block, "output", block.norm2, NHWC)
     else:
         # Pre-norm: x + attn(norm1(x)), then x + mlp(norm2(x)).
-        msa = Block(f"{name}.msa", "msa", stage, block.norm2, "input", block.attn, NHWC)
+        msa = Block(
+            f"{name}.msa", "msa", stage, block.norm2, "input", block.attn, NHWC, None, block.attn
+        )
         mlp = Block(f"{name}.mlp", "mlp", stage, block, "output", block.mlp, NHWC)
     return [msa, mlp]
 

@@ -23,7 +23,10 @@ MSA_SHADE = dict(color="0.5", alpha=0.18, lw=0)  # gray bands: MSA blocks, as in
 POOL_SHADE = dict(color="tab:blue", alpha=0.15, lw=0)  # blue bands: subsampling blocks
 
 
-MARKERS = {"embed": "D", "conv": "^", "msa": "o", "mlp": "s", "pool": "v", "head": "*"}
+MARKERS = {
+    "embed": "D", "conv": "^", "msa": "o", "mlp": "s", "pool": "v", "head": "*",
+    "token_mlp": "P", "channel_msa": "X", "block": ".",
+}  # fmt: skip
 
 
 COLORS = {
@@ -33,6 +36,9 @@ COLORS = {
     "mlp": "tab:green",
     "pool": "tab:purple",
     "head": "tab:gray",
+    "token_mlp": "tab:olive",
+    "channel_msa": "tab:orange",
+    "block": "tab:brown",
 }
 
 
