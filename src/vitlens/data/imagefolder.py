@@ -146,8 +146,23 @@ def read_image_folder(
     gray = all(im.mode in _GRAY_MODES for im in images)
     mode = "L" if gray else "RGB"
 
-    arrays = []
-    first = None
+    arrays, first = _fitted(paths, images, mode, image_size, preprocessing)
+    w, h = first[1] if first is not None else (image_size, image_size)
+    if w != h:
+        raise VitlensError(
+            f"images in {folder} are {w}x{h}, not square; pass image_size (--image-size) to resize "
+            "and centre-crop them to a square."
+        )
+    stack = np.stack(arrays)
+    stack = stack[:, None] if gray else stack.transpose(0, 3, 1, 2)  # (N,H,W[,C]) -> (N,C,H,W)
+    labels = torch.tensor([label for _, label in paths], dtype=torch.int64)
+    return torch.from_numpy(np.ascontiguousarray(stack)), labels, classes
+
+
+def _fitted(paths, images, mode: str, image_size: int | None, preprocessing):
+    """The images as uint8 arrays of one size (resized as asked), and the first image's
+    (path, size) when they were not resized."""
+    arrays, first = [], None
     for (p, _), im in zip(paths, images, strict=True):
         im = im.convert(mode)
         if preprocessing is not None:
@@ -163,16 +178,7 @@ def read_image_folder(
                     f"{im.size[0]}x{im.size[1]}. Pass image_size (--image-size) to resize them all."
                 )
         arrays.append(np.asarray(im, dtype=np.uint8))
-    w, h = first[1] if first is not None else (image_size, image_size)
-    if w != h:
-        raise VitlensError(
-            f"images in {folder} are {w}x{h}, not square; pass image_size (--image-size) to resize "
-            "and centre-crop them to a square."
-        )
-    stack = np.stack(arrays)
-    stack = stack[:, None] if gray else stack.transpose(0, 3, 1, 2)  # (N,H,W[,C]) -> (N,C,H,W)
-    labels = torch.tensor([label for _, label in paths], dtype=torch.int64)
-    return torch.from_numpy(np.ascontiguousarray(stack)), labels, classes
+    return arrays, first
 
 
 def channel_stats(images: torch.Tensor) -> tuple[tuple[float, ...], tuple[float, ...]]:

@@ -162,20 +162,8 @@ def load_dataset(
         )
         return ArrayDataset(images, labels, _normalised(info, preprocessing))
 
+    images, labels = _builtin_split(name, split, data_dir, download)
     info = BUILTIN_INFOS[name]
-    if name == "fashion-mnist-mini":
-        images, labels = load_mini_split(split)
-    elif name in ("fashion-mnist", "mnist"):
-        images, labels = load_idx_split(name, split, data_dir=data_dir, download=download)
-    else:
-        images, labels, classes = load_cifar_split(
-            name, split, data_dir=data_dir, download=download
-        )
-        if classes != info.classes:
-            raise VitlensError(
-                f"the {name} meta file lists classes {list(classes)[:5]}..., expected "
-                f"{list(info.classes)[:5]}...; is this really {name}?"
-            )
     if preprocessing is not None:
         images = resize_tensor(images, preprocessing)
         info = info.with_image_size(preprocessing.size)
@@ -183,6 +171,22 @@ def load_dataset(
         images = _resize(images, image_size)
         info = info.with_image_size(image_size)
     return ArrayDataset(images, labels, _normalised(info, preprocessing))
+
+
+def _builtin_split(name: str, split: str, data_dir, download: bool):
+    """Images and labels of a built-in dataset's split, as stored (uint8, N x C x H x W)."""
+    if name == "fashion-mnist-mini":
+        return load_mini_split(split)
+    if name in ("fashion-mnist", "mnist"):
+        return load_idx_split(name, split, data_dir=data_dir, download=download)
+    images, labels, classes = load_cifar_split(name, split, data_dir=data_dir, download=download)
+    expected = BUILTIN_INFOS[name].classes
+    if classes != expected:
+        raise VitlensError(
+            f"the {name} meta file lists classes {list(classes)[:5]}..., expected "
+            f"{list(expected)[:5]}...; is this really {name}?"
+        )
+    return images, labels
 
 
 def _normalised(info, preprocessing: Preprocessing | None):
