@@ -199,3 +199,26 @@ def test_the_command_exits_2_on_bad_input_and_0_on_success(tmp_path):
     )
     assert good.exit_code == 0, good.output
     assert (run / "checkpoints" / "final.json").exists()
+
+
+def test_damaged_hugging_face_folders_and_unwritable_out_are_clear_errors(tmp_path):
+    transformers = pytest.importorskip("transformers")
+    (tmp_path / "not-json").mkdir()
+    (tmp_path / "not-json" / "config.json").write_text("{not json")
+    (tmp_path / "no-type").mkdir()
+    (tmp_path / "no-type" / "config.json").write_text('{"hidden_size": 8}')
+    config = transformers.ViTConfig(
+        image_size=28, patch_size=7, num_channels=1, hidden_size=32, num_hidden_layers=1,
+        num_attention_heads=2, intermediate_size=64, num_labels=10,
+    )  # fmt: skip
+    transformers.ViTForImageClassification(config).save_pretrained(tmp_path / "garbage")
+    (tmp_path / "garbage" / "model.safetensors").write_bytes(b"garbage" * 10)
+    cases = [("not-json", "not a Hugging Face model config"), ("no-type", "model_type"),
+             ("garbage", "transformers cannot load")]  # fmt: skip
+    for folder, message in cases:
+        out = tmp_path / f"run-{folder}"
+        with pytest.raises(VitlensError, match=message):
+            import_model(f"hf:{tmp_path / folder}", out)
+        assert not out.exists()
+    with pytest.raises(VitlensError, match="cannot write the run folder"):
+        import_model("timm:test_vit", "/proc/vitlens-cannot-write-here")

@@ -165,8 +165,9 @@ def _hf_pretrained(folder: str, config) -> nn.Module:
         model, info = transformers.AutoModelForImageClassification.from_pretrained(
             folder, config=config, output_loading_info=True, ignore_mismatched_sizes=True
         )
-    except (OSError, ValueError, RuntimeError) as err:
-        raise VitlensError(f"transformers cannot load {folder}: {err}") from None
+    except Exception as err:  # OSError, ValueError, SafetensorError: a damaged or foreign file
+        first = str(err).splitlines()[0] if str(err) else type(err).__name__
+        raise VitlensError(f"transformers cannot load {folder}: {first}") from None
     _check_hf_loading(folder, info)
     return model
 
@@ -420,11 +421,14 @@ def _write_run(out: Path, built: Imported, info, data_dir: str | None) -> None:
         data_dir=data_dir,
         model_args=built.spec["args"],
     )
-    out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.name}.import{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
     try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir()
+    except OSError as err:
+        raise VitlensError(f"cannot write the run folder {out}: {err.strerror or err}") from None
+    try:
         atomic_write_text(tmp / "config.yaml", dump_yaml(config))
         state = {
             "config": config.to_dict(),

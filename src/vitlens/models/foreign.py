@@ -134,7 +134,13 @@ def _hf_config(folder: str, saved: dict | None, num_classes=None, image_size=Non
                 f"{folder} is not a Hugging Face model folder: it has no config.json "
                 "(write one with model.save_pretrained(folder))"
             )
-        config = transformers.AutoConfig.from_pretrained(folder)
+        try:
+            config = transformers.AutoConfig.from_pretrained(folder)
+        except (OSError, ValueError, KeyError) as err:  # not JSON, no model_type, unknown type
+            raise VitlensError(
+                f"{folder}/config.json is not a Hugging Face model config: "
+                f"{str(err).splitlines()[0]}"
+            ) from None
     if num_classes is not None:
         config.num_labels = num_classes
     if image_size is not None and hasattr(config, "image_size"):
