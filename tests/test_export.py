@@ -160,3 +160,20 @@ def test_the_command_writes_csv_and_refuses_a_missing_path(tmp_path):
     assert (
         bad.returncode == 2 and "nothing to export" in bad.stderr and "Traceback" not in bad.stderr
     )
+
+
+def test_damaged_results_are_refused_before_any_table(tmp_path):
+    result = results()[0]
+    data = json.loads(result.save(tmp_path / "good.json").read_text())
+    wrong = tmp_path / "wrong.json"
+    wrong.write_text(json.dumps({**data, "names": 7}))  # a number where a list belongs
+    with pytest.raises(VitlensError, match="'names' holds a int, not list"):
+        export_csv(wrong, tmp_path / "t1")
+    deep = tmp_path / "deep.json"
+    deep.write_text('{"analysis": "fourier", "names": ' + "[" * 100000 + "]" * 100000 + "}")
+    with pytest.raises(VitlensError, match="nested too deeply"):
+        export_csv(deep, tmp_path / "t2")
+    assert not (tmp_path / "t1").exists() and not (tmp_path / "t2").exists()
+    from vitlens.analysis.result import load_result
+
+    assert load_result(tmp_path / "good.json") == result  # a sound file still loads

@@ -13,6 +13,8 @@ import datetime
 import importlib
 import json
 import platform
+import types
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
@@ -132,7 +134,48 @@ def result_from_dict(data: dict[str, Any]) -> Result:
     unknown = set(body) - names
     if unknown:
         raise VitlensError(f"{name} result has unknown fields {sorted(unknown)}")
+    _check_shapes(cls, body, name)
     return cls(**body)
+
+
+# What JSON can hold for each annotated type (tuples come back from JSON as lists).
+_JSON_KINDS = {list: list, tuple: list, dict: dict, str: str, float: (int, float), int: int}
+
+
+def _check_shapes(cls: type, body: dict[str, Any], name: str) -> None:
+    """Each field holds the kind of JSON value its annotation says (a list, a mapping, a number,
+    a string; None where optional), so a damaged file is refused here and not in a figure."""
+    hints = typing.get_type_hints(cls)
+    for key, value in body.items():
+        allowed = _allowed(hints.get(key))
+        if allowed is None or value is None and type(None) in allowed:
+            continue
+        if not isinstance(value, allowed) or isinstance(value, bool) and bool not in allowed:
+            raise VitlensError(
+                f"{name} result field {key!r} holds a {type(value).__name__}, not "
+                f"{' or '.join(t.__name__ for t in allowed if t is not type(None))}"
+            )
+
+
+def _allowed(hint: Any) -> tuple[type, ...] | None:
+    """The JSON types a field annotated `hint` may hold (None: not checked)."""
+    options = (
+        typing.get_args(hint)
+        if typing.get_origin(hint) in (typing.Union, types.UnionType)
+        else (hint,)
+    )
+    allowed: list[type] = []
+    for option in options:
+        if option is type(None):
+            allowed.append(type(None))
+            continue
+        base = _JSON_KINDS.get(typing.get_origin(option) or option)
+        if base is None:
+            return None  # Any, a dataclass, a Literal: left to the Result itself
+        allowed += list(base) if isinstance(base, tuple) else [base]
+    if bool in (typing.get_args(hint) or (hint,)):
+        allowed.append(bool)
+    return tuple(allowed)
 
 
 def load_result(path: str | Path) -> Result:
@@ -144,6 +187,8 @@ def load_result(path: str | Path) -> Result:
         raise VitlensError(f"no result at {path}") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise VitlensError(f"{path} is not a JSON result: {err}") from None
+    except RecursionError:
+        raise VitlensError(f"{path} is nested too deeply to be a Result") from None
     try:
         return result_from_dict(data)
     except (VitlensError, TypeError) as err:  # TypeError: a field of the wrong kind
