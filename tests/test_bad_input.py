@@ -845,3 +845,20 @@ def test_the_api_refuses_bad_values_with_a_vitlens_error(tmp_path, make_call, ex
     with pytest.raises(VitlensError) as caught:
         call()
     assert expected.lower() in str(caught.value).lower()
+
+
+def test_sizes_that_cannot_be_built_or_would_not_fit_are_refused(tmp_path):
+    from vitlens.config import make_config
+    from vitlens.errors import ConfigError
+    from vitlens.importing import import_model
+
+    with pytest.raises(ConfigError, match="between 1 and 4096"):
+        make_config("quick", model="vit_nano", image_size=100_000)
+    with pytest.raises(ConfigError, match="1144 GiB"):
+        make_config("quick", model="vit_nano", batch_size=100_000_000)
+    with pytest.raises(VitlensError, match="between 1 and 4096"):
+        import_model("timm:test_vit", tmp_path / "a", image_size=100_000)
+    pytest.importorskip("torchvision")
+    with pytest.raises(VitlensError, match="indivisible by patch size"):
+        import_model("torchvision:vit_b_16", tmp_path / "b", image_size=30, dataset="cifar10")
+    assert not any(tmp_path.iterdir())

@@ -24,6 +24,15 @@ import yaml
 from vitlens.errors import ConfigError
 from vitlens.presets import TRAIN_PRESETS
 
+# Sizes beyond any vision model's: refused before anything is allocated.
+MAX_IMAGE_SIZE = 4096
+MAX_BATCH_BYTES = 16 * 2**30
+
+
+def batch_bytes(batch_size: int, image_size: int, channels: int = 3) -> int:
+    """Bytes of one float32 batch of input images."""
+    return batch_size * channels * image_size * image_size * 4
+
 
 @dataclass
 class TrainConfig:
@@ -64,6 +73,7 @@ class TrainConfig:
         hints = typing.get_type_hints(TrainConfig)
         for f in fields(self):
             _check_type(f.name, getattr(self, f.name), hints[f.name])
+        inputs = batch_bytes(max(self.batch_size, self.eval_batch_size), self.image_size or 32)
         checks = [
             (0 < self.fraction <= 1, "fraction must be in (0, 1]"),
             (self.epochs >= 1, "epochs must be at least 1"),
@@ -82,7 +92,16 @@ class TrainConfig:
             ),
             (self.ece_bins >= 1, "ece_bins must be positive"),
             (self.seed >= 0, "seed must be >= 0"),
-            (self.image_size is None or self.image_size >= 1, "image_size must be positive"),
+            (
+                self.image_size is None or 1 <= self.image_size <= MAX_IMAGE_SIZE,
+                f"image_size must be between 1 and {MAX_IMAGE_SIZE} pixels",
+            ),
+            (
+                inputs <= MAX_BATCH_BYTES,
+                f"one batch of images (batch size x 3 channels x image_size^2, float32) would "
+                f"take {inputs / 2**30:.0f} GiB; the limit is {MAX_BATCH_BYTES // 2**30} GiB: "
+                "lower --batch-size or --image-size",
+            ),
             (math.isfinite(self.lr) and math.isfinite(self.min_lr), "lr must be a finite number"),
         ]
         reserved = sorted(

@@ -355,9 +355,12 @@ def import_model(
     pretrained: bool = False,
 ) -> ImportReport:
     """Build SOURCE (with `weights`), check it against `dataset`, and write the run folder `out`."""
+    from vitlens.config import MAX_IMAGE_SIZE
     from vitlens.data import DEFAULT_DATASET, dataset_info
 
     out = Path(out)
+    if image_size is not None and not 1 <= image_size <= MAX_IMAGE_SIZE:
+        raise VitlensError(f"--image-size must be between 1 and {MAX_IMAGE_SIZE} pixels")
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise VitlensError(f"{out} already exists and is not empty; choose a new --out")
     info = dataset_info(dataset or DEFAULT_DATASET, data_dir, image_size)

@@ -117,9 +117,16 @@ def _torchvision_model(name, num_classes, in_chans, image_size) -> nn.Module:
             "(cifar10, cifar100, imagefolder:PATH)"
         )
     try:
-        return models.get_model(name, weights=None, num_classes=num_classes, image_size=image_size)
-    except TypeError:  # only the ViTs fix their input size
-        return models.get_model(name, weights=None, num_classes=num_classes)
+        try:
+            return models.get_model(
+                name, weights=None, num_classes=num_classes, image_size=image_size
+            )
+        except TypeError:  # only the ViTs fix their input size
+            return models.get_model(name, weights=None, num_classes=num_classes)
+    except (AssertionError, ValueError) as err:  # e.g. a size its patches do not divide
+        raise VitlensError(
+            f"torchvision:{name} cannot be built for {image_size} px images: {err}"
+        ) from None
 
 
 def _hf_config(folder: str, saved: dict | None, num_classes=None, image_size=None, in_chans=None):
