@@ -862,3 +862,38 @@ def test_sizes_that_cannot_be_built_or_would_not_fit_are_refused(tmp_path):
     with pytest.raises(VitlensError, match="indivisible by patch size"):
         import_model("torchvision:vit_b_16", tmp_path / "b", image_size=30, dataset="cifar10")
     assert not any(tmp_path.iterdir())
+
+
+def test_no_silent_substitution_on_import_and_study(tmp_path):
+    from vitlens.importing import import_model
+    from vitlens.study import start_study
+
+    for flag in ("num_classes", "in_chans"):
+        with pytest.raises(VitlensError, match="must be at least 1"):
+            import_model("timm:test_vit", tmp_path / "a", **{flag: 0})
+    folder = tmp_path / "pickled"
+    folder.mkdir()
+    (folder / "config.json").write_text('{"model_type": "vit", "num_labels": 10}')
+    (folder / "pytorch_model.bin").write_bytes(b"not executed")
+    with pytest.raises(VitlensError, match="pytorch_model.bin, a pickle"):
+        import_model(f"hf:{folder}", tmp_path / "b")
+    common = dict(preset="quick", out=tmp_path / "s", resume=None, quiet=True, ablations=None)
+    with pytest.raises(VitlensError, match="same run more than once"):
+        start_study(**common, runs=[str(folder), str(folder) + "/"])
+    with pytest.raises(VitlensError, match="not both"):
+        start_study(**common, runs=[str(folder)], models=["vit_nano"])
+    assert not any(p.name in ("a", "b", "s") for p in tmp_path.iterdir())
+
+
+def test_the_generic_probe_uses_the_models_own_channels(tmp_path):
+    pytest.importorskip("timm")
+    from vitlens.anatomy import anatomy_of
+    from vitlens.importing import import_model
+    from vitlens.train.runs import load_model
+
+    import_model(
+        "timm:convnext_atto", tmp_path / "run", num_classes=10, in_chans=1, image_size=32,
+        dataset="fashion-mnist-mini",
+    )  # fmt: skip
+    model, _ = load_model(tmp_path / "run")
+    assert anatomy_of(model).has("conv")  # probed with 1-channel images (was a 3-channel crash)

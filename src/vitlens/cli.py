@@ -465,6 +465,8 @@ def import_command(
         f"[bold]{report.model}[/] ({report.parameters:,} parameters, {report.blocks}) "
         f"for {report.dataset} -> {report.out}"
     )
+    if not report.pretrained:
+        console.print("note: no weights were given, so the model is at random init")
 
 
 @app.command("export")

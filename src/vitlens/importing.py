@@ -129,6 +129,13 @@ def _hf_import(name: str, num_classes, image_size, in_chans) -> Imported:
     num_classes, in_chans = config.num_labels, getattr(config, "num_channels", 3)
     image_size = image_size or getattr(config, "image_size", None) or 224
     weights = Path(folder) / "model.safetensors"
+    pickled = [p.name for p in Path(folder).glob("*.bin")]
+    if not weights.is_file() and pickled:
+        raise VitlensError(
+            f"{folder} holds its weights only as {', '.join(pickled)}, a pickle that vitlens does "
+            "not execute; save them as model.safetensors (model.save_pretrained(folder, "
+            "safe_serialization=True)) and import again"
+        )
     if not weights.is_file():
         model, origin = _hf_model(config), {"weights": None}
     else:
@@ -340,6 +347,7 @@ class ImportReport:
     dataset: str
     parameters: int
     blocks: str  # what the anatomy found, or why it cannot see inside
+    pretrained: bool = True  # False: random init, no weights were given
 
 
 def import_model(
@@ -361,6 +369,9 @@ def import_model(
     out = Path(out)
     if image_size is not None and not 1 <= image_size <= MAX_IMAGE_SIZE:
         raise VitlensError(f"--image-size must be between 1 and {MAX_IMAGE_SIZE} pixels")
+    for flag, value in (("--num-classes", num_classes), ("--in-chans", in_chans)):
+        if value is not None and value < 1:  # refused, never replaced by a default
+            raise VitlensError(f"{flag} must be at least 1, got {value}")
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise VitlensError(f"{out} already exists and is not empty; choose a new --out")
     info = dataset_info(dataset or DEFAULT_DATASET, data_dir, image_size)
@@ -393,6 +404,7 @@ def import_model(
         info.name,
         sum(p.numel() for p in built.model.parameters()),
         _anatomy_summary(built.model),
+        pretrained=bool(built.origin.get("weights") or built.origin.get("pretrained")),
     )
 
 

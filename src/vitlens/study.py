@@ -47,6 +47,12 @@ def start_study(
     if ablations is False:
         overrides["ablations"] = {}  # an empty set of ablations: none are trained
     if runs:
+        if overrides.get("models"):
+            raise VitlensError("give --runs (existing runs) or --models (to train), not both")
+        resolved = [str(Path(r).resolve()) for r in runs]
+        if len(set(resolved)) != len(resolved):
+            twice = sorted({r for r in resolved if resolved.count(r) > 1})
+            raise VitlensError(f"--runs names the same run more than once: {twice}")
         overrides.update(runs_overrides(runs, overrides.get("dataset")))
     elif resume is None and STUDY_PRESETS.get(preset) and STUDY_PRESETS[preset].imports:
         overrides.update(imports_overrides(overrides.pop("models", None), images))

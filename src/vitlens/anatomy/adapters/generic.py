@@ -302,6 +302,15 @@ def _is_attention(func, args, kwargs, out) -> bool:
     return dim in (-1, out.ndim - 1) and out.shape[-1] > 1
 
 
+def _input_channels(model: nn.Module) -> int:
+    """The channels the model takes: its first convolution's (a model adapted to grayscale keeps
+    an RGB pretrained_cfg), else timm's declared input, else 3."""
+    first = next((m for m in model.modules() if isinstance(m, nn.Conv2d | nn.Linear)), None)
+    if isinstance(first, nn.Conv2d):
+        return first.in_channels
+    return (_timm_input(model).channels or 3) if is_timm(model) else 3
+
+
 def _probe(model, watch: list[nn.Module], side: int, zero: list[nn.Module] = ()) -> _Probe:
     seen: dict[int, tuple] = {}
     order: dict[int, int] = {}
@@ -325,7 +334,7 @@ def _probe(model, watch: list[nn.Module], side: int, zero: list[nn.Module] = ())
     handles += [m.register_forward_hook(hook) for m in watch]
     handles += [m.register_forward_hook(zeroed) for m in zero]
     was_training = model.training
-    channels = (_timm_input(model).channels or 3) if is_timm(model) else 3
+    channels = _input_channels(model)
     x = torch.randn(1, channels, side, side, generator=torch.Generator().manual_seed(0))
     param = next(model.parameters())
     try:
