@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import argparse
 import base64
+import re
+import shutil
 import time
 from pathlib import Path
 
@@ -30,20 +32,38 @@ def execute(path: Path, timeout: int = 600) -> tuple[nbformat.NotebookNode, floa
     return notebook, time.perf_counter() - started
 
 
+_DATA_PNG = re.compile(r"""src=(['"])data:image/png;base64,([A-Za-z0-9+/=]+)\1""")
+
+
+def _save_png(data: str, files: Path, stem: str, count: list[int]) -> str:
+    count[0] += 1
+    name = f"{stem}_{count[0]}.png"
+    (files / name).write_bytes(base64.b64decode(data))
+    return f"{files.name}/{name}"
+
+
 def _output_markdown(output, files: Path, stem: str, count: list[int]) -> str:
+    """One cell output as Markdown: a figure as a PNG file beside the page, a rich display
+    (a Result's `_repr_html_`) as its HTML with the inlined image moved to a file, text as a
+    plain block. Warnings and progress bars on stderr are left out of the page."""
+    if output.get("output_type") == "stream" and output.get("name") == "stderr":
+        return ""
     data = output.get("data", {})
     if "image/png" in data:
-        count[0] += 1
-        name = f"{stem}_{count[0]}.png"
-        (files / name).write_bytes(base64.b64decode(data["image/png"]))
-        return f"![output]({files.name}/{name})\n"
+        return f"![output]({_save_png(data['image/png'], files, stem, count)})\n"
+    if "text/html" in data:
+        page = _DATA_PNG.sub(
+            lambda m: f"src={m[1]}{_save_png(m[2], files, stem, count)}{m[1]}", data["text/html"]
+        )
+        return page.strip() + "\n"
     text = output.get("text") or data.get("text/plain") or ""
     return f"```text\n{text.rstrip()}\n```\n" if text.strip() else ""
 
 
 def to_markdown(notebook, out: Path, stem: str, seconds: float) -> Path:
     files = out / f"{stem}_files"
-    files.mkdir(parents=True, exist_ok=True)
+    shutil.rmtree(files, ignore_errors=True)  # no figure of an earlier rendering stays behind
+    files.mkdir(parents=True)
     parts, count = [], [0]
     for cell in notebook.cells:
         if cell.cell_type == "markdown":

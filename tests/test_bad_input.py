@@ -8,6 +8,7 @@ checks the Python API's edges (model constructors, Result and record loaders, an
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import shutil
@@ -18,6 +19,8 @@ import zlib
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from vitlens.errors import VitlensError
 
@@ -793,7 +796,149 @@ def _record_without(tmp_path, key):
     return lambda: read_checkpoint(path)
 
 
+def _on_batch(module, function, images, labels=None, *, other=None, **kw):
+    """Call an analysis of a tiny 1-channel, 32 px, 10-class ViT on one batch it must refuse."""
+
+    def call():
+        import importlib
+
+        import torch
+
+        from vitlens.models import create_model
+
+        torch.manual_seed(0)
+        model = create_model("vit_nano", num_classes=10, image_size=32, in_chans=1)
+        x = images() if callable(images) else images
+        y = torch.zeros(x.shape[0] if x.ndim else 1, dtype=torch.long) if labels is None else labels
+        if other is not None:
+            kw["other"] = create_model("vit_nano", num_classes=10, **other)
+        fn = getattr(importlib.import_module(f"vitlens.analysis.{module}"), function)
+        fn(model, [(x, y)], **kw)
+
+    return call
+
+
+def _images(*shape, dtype="float32", fill=None):
+    def make():
+        import torch
+
+        x = torch.rand(*shape).to(getattr(torch, dtype))
+        if fill is not None:
+            x.view(-1)[0] = fill
+        return x
+
+    return make
+
+
+def _labels(*values):
+    import torch
+
+    return torch.tensor(values, dtype=torch.long)
+
+
+def _record(images):
+    def call():
+        from vitlens.anatomy import record
+        from vitlens.models import create_model
+
+        model = create_model("vit_nano", num_classes=10, image_size=32, in_chans=1)
+        record(model, images())
+
+    return call
+
+
 API_CASES = [
+    ("create-model-none", lambda t: _model(None), "name"),
+    ("create-model-number", lambda t: _model(3), "name"),
+    ("record-rgb-for-gray", lambda t: _record(_images(2, 3, 32, 32)), "channels"),
+    ("record-rank-3", lambda t: _record(_images(1, 32, 32)), "(b, c, h, w)"),
+    ("record-rank-5", lambda t: _record(_images(1, 1, 1, 32, 32)), "(b, c, h, w)"),
+    ("record-integers", lambda t: _record(_images(2, 1, 32, 32, dtype="uint8")), "floating"),
+    ("record-wrong-size", lambda t: _record(_images(2, 1, 28, 28)), "shape"),
+    ("record-a-list", lambda t: _record(lambda: [[0.0]]), "tensor"),
+    (
+        "fourier-nan",
+        lambda t: _on_batch("fourier", "fourier", _images(2, 1, 32, 32, fill=float("nan"))),
+        "nan",
+    ),
+    (
+        "fourier-inf",
+        lambda t: _on_batch("fourier", "fourier", _images(2, 1, 32, 32, fill=float("inf"))),
+        "infinite",
+    ),
+    (
+        "fourier-wrong-shape",
+        lambda t: _on_batch("fourier", "fourier", _images(2, 32, 32)),
+        "(b, c, h, w)",
+    ),
+    (
+        "variance-rgb",
+        lambda t: _on_batch("variance", "variance", _images(2, 3, 32, 32)),
+        "channels",
+    ),
+    (
+        "cka-other-size",
+        lambda t: _on_batch(
+            "cka", "cka", _images(4, 1, 32, 32), other=dict(image_size=16, in_chans=1)
+        ),
+        "shape",
+    ),
+    (
+        "lesion-label-10-of-10",
+        lambda t: _on_batch("lesion", "lesion", _images(2, 1, 32, 32), _labels(3, 10)),
+        "10 classes",
+    ),
+    (
+        "lesion-label-negative",
+        lambda t: _on_batch("lesion", "lesion", _images(2, 1, 32, 32), _labels(-1, 0)),
+        "labels run from -1",
+    ),
+    (
+        "lesion-label-count",
+        lambda t: _on_batch("lesion", "lesion", _images(2, 1, 32, 32), _labels(1, 2, 3)),
+        "3 labels for a batch of 2",
+    ),
+    (
+        "hessian-label-out",
+        lambda t: _on_batch(
+            "hessian",
+            "hessian_spectrum",
+            _images(2, 1, 32, 32),
+            _labels(0, 12),
+            weight_decay=0.0,
+            k=1,
+            batch_size=2,
+        ),
+        "10 classes",
+    ),
+    (
+        "hessian-wd-negative",
+        lambda t: _on_batch(
+            "hessian", "hessian_spectrum", _images(2, 1, 32, 32), weight_decay=-1.0
+        ),
+        "weight_decay",
+    ),
+    (
+        "hessian-wd-nan",
+        lambda t: _on_batch(
+            "hessian", "hessian_spectrum", _images(2, 1, 32, 32), weight_decay=float("nan")
+        ),
+        "weight_decay",
+    ),
+    (
+        "landscape-wd-negative",
+        lambda t: _on_batch(
+            "landscape", "loss_landscape", _images(2, 1, 32, 32), weight_decay=-0.1
+        ),
+        "weight_decay",
+    ),
+    (
+        "landscape-label-out",
+        lambda t: _on_batch(
+            "landscape", "loss_landscape", _images(2, 1, 32, 32), _labels(0, 99), steps=3
+        ),
+        "10 classes",
+    ),
     ("vit-patch-0", lambda t: _model("vit_nano", patch_size=0), "patch_size"),
     ("vit-heads-0", lambda t: _model("vit_nano", heads=0), "heads"),
     ("vit-depth-neg", lambda t: _model("vit_nano", depth=-1), "depth"),
@@ -897,3 +1042,49 @@ def test_the_generic_probe_uses_the_models_own_channels(tmp_path):
     )  # fmt: skip
     model, _ = load_model(tmp_path / "run")
     assert anatomy_of(model).has("conv")  # probed with 1-channel images (was a 3-channel crash)
+
+
+@functools.cache
+def _gray_vit():
+    import torch
+
+    from vitlens.models import create_model
+
+    torch.manual_seed(0)
+    return create_model("vit_nano", num_classes=10, image_size=32, in_chans=1).eval()
+
+
+def _wrong_batches() -> st.SearchStrategy:
+    """Batches a 1-channel 32 px model must refuse: each is wrong in exactly one way."""
+    import torch
+
+    def tensor(shape, dtype=torch.float32):
+        return torch.rand(tuple(shape)).to(dtype)
+
+    def poisoned(value, at):
+        x = tensor((2, 1, 32, 32))
+        x.view(-1)[at] = value
+        return x
+
+    dims = st.integers(1, 6)
+    return st.one_of(
+        st.lists(dims, min_size=0, max_size=3).map(tensor),
+        st.lists(dims, min_size=5, max_size=5).map(tensor),
+        st.sampled_from([2, 3, 4]).map(lambda c: tensor((1, c, 32, 32))),
+        st.sampled_from([torch.uint8, torch.int32, torch.int64, torch.bool]).map(
+            lambda d: tensor((1, 1, 32, 32), d)
+        ),
+        st.builds(poisoned, st.sampled_from([float("nan"), float("inf"), -float("inf")]),
+                  st.integers(0, 2 * 32 * 32 - 1)),
+        st.integers(4, 40).filter(lambda s: s != 32).map(lambda s: tensor((1, 1, s, s))),
+    )  # fmt: skip
+
+
+@settings(max_examples=40, deadline=None)
+@given(x=_wrong_batches())
+def test_record_refuses_every_wrong_batch_with_a_vitlens_error(x):
+    """Issue 22, point 7: the public API checks shape, rank, channels, dtype and finiteness."""
+    from vitlens.anatomy import record
+
+    with pytest.raises(VitlensError):
+        record(_gray_vit(), x)

@@ -44,6 +44,8 @@ def start_study(
 
     # Under torchrun, join the process group before any rank touches the study folder.
     dist.init(resolve_device(overrides.get("device") or "auto"))
+    if resume is not None:
+        _check_resume_options(ablations, runs, images, overrides)
     if ablations is False:
         overrides["ablations"] = {}  # an empty set of ablations: none are trained
     if runs:
@@ -63,6 +65,28 @@ def start_study(
         stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
         out = Path("studies") / f"{preset}-{stamp}"
     return Study.create(out, plan, quiet=quiet)
+
+
+# What a resumed study may change: where it runs and finds its data, not what it measures.
+RESUME_OPTIONS = ("device", "data_dir")
+
+
+def _check_resume_options(ablations, runs, images, overrides: dict[str, Any]) -> None:
+    """A resumed study keeps its plan (study.json): options that change what it measures are
+    refused, not silently ignored for the finished steps and applied to the rest."""
+    given = [k for k, v in overrides.items() if v is not None and k not in RESUME_OPTIONS]
+    given += [
+        k
+        for k, v in (("ablations", ablations), ("runs", runs), ("images", images))
+        if v is not None
+    ]
+    if given:
+        flags = {"analyses": "only"}
+        named = ", ".join("--" + flags.get(k, k).replace("_", "-") for k in sorted(given))
+        raise VitlensError(
+            f"{named} would change what the study measures; a resumed study keeps its "
+            "study.json (it may only take --device and --data-dir). Start a new study with --out."
+        )
 
 
 def imports_overrides(models: list[str] | None, images: int | None) -> dict[str, Any]:
@@ -116,7 +140,9 @@ class Study:
                     f"{root}` to continue it or choose another --out (nothing was overwritten)"
                 )
             root.mkdir(parents=True, exist_ok=True)
-            atomic_write_text(study.folder.plan_file, json.dumps(asdict(plan), indent=1))
+            plan_text = json.dumps(asdict(plan), indent=1)
+            atomic_write_text(study.folder.sealed_plan_file, plan_text)
+            atomic_write_text(study.folder.plan_file, plan_text)
             study._save_steps()
         dist.barrier()
         return study
@@ -174,7 +200,7 @@ class Study:
     def _steps(self, steps: list[tuple[str, tuple]], workers) -> None:
         """Run the steps not yet done: here one by one, or side by side in worker processes
         (each step is independent of the others of its list)."""
-        pending = [(n, job) for n, job in steps if self.steps.get(n, {}).get("status") != "done"]
+        pending = [(n, job) for n, job in steps if not self._done(n)]
         if workers.processes <= 1 or len(pending) <= 1:
             for name, job in pending:
                 self._step(name, lambda job=job: run_step(self, *job))
@@ -201,12 +227,17 @@ class Study:
         self.steps[name] = {
             "status": "done",
             "seconds": round(seconds, 2),
-            "outputs": [str(p) for p in outputs],
+            "outputs": [self.folder.stored(p) for p in outputs],
         }
         self._save_steps()
 
+    def _done(self, name: str) -> bool:
+        """Done, with everything it wrote still there: a deleted Result is redone."""
+        record = self.steps.get(name, {})
+        return record.get("status") == "done" and not self.folder.missing_outputs(record)
+
     def _step(self, name: str, work) -> None:
-        if self.steps.get(name, {}).get("status") == "done":
+        if self._done(name):
             return
         self._say(f"[study] {name} ...")
         start = time.perf_counter()

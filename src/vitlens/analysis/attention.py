@@ -254,7 +254,7 @@ def attention_stats(
                 description="attention",
             ):  # fmt: skip
                 reader.images = images
-                model(images)
+                anatomy.run(model, images)
                 n_images += int(images.shape[0])
                 n_batches += 1
     finally:

@@ -48,7 +48,7 @@ from vitlens.analysis.streaming import (
     resolve_device,
     stream,
 )
-from vitlens.anatomy import Block, describe, tapping
+from vitlens.anatomy import Block, anatomy_of, tapping
 from vitlens.errors import VitlensError
 
 MIN_BATCH = 4
@@ -217,8 +217,9 @@ def cka(
     """
     started = time.perf_counter()
     device = resolve_device(device)
-    blocks_a = describe(model.to(device))
-    blocks_b = blocks_a if other is None else describe(other.to(device))
+    anatomy_a = anatomy_of(model.to(device))
+    anatomy_b = anatomy_a if other is None else anatomy_of(other.to(device))
+    blocks_a, blocks_b = list(anatomy_a.blocks), list(anatomy_b.blocks)
     acc = MinibatchCKA(
         len(blocks_a), len(blocks_b), same=other is None, device=float64_device(device)
     )
@@ -237,12 +238,12 @@ def cka(
             batches, max_batches=max_batches, device=device, progress=progress, description="cka"
         ):
             _check_batch(int(images.shape[0]))
-            model(images)
+            anatomy_a.run(model, images)
             stacked_a = torch.stack([grams_a.pop(b.name) for b in blocks_a])  # (La, n, n)
             if other is None:
                 acc.update(stacked_a)
             else:
-                other(images)
+                anatomy_b.run(other, images)
                 acc.update(stacked_a, torch.stack([grams_b.pop(b.name) for b in blocks_b]))
             n_images += int(images.shape[0])
             n_batches += 1

@@ -16,6 +16,7 @@ registers no spec.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -98,7 +99,8 @@ def parameter_blocks(model: nn.Module, example: torch.Tensor) -> dict[str, Block
         example: An input batch (one image is enough).
     """
     model = unwrap(model)
-    blocks = describe(model)
+    anatomy = anatomy_of(model)
+    blocks = list(anatomy.blocks)
     names = {id(p): n for n, p in model.named_parameters()}
     owner: dict[str, Block] = {}
     current = [0]
@@ -118,7 +120,7 @@ def parameter_blocks(model: nn.Module, example: torch.Tensor) -> dict[str, Block
         current[0] = max(current[0], order[id(block)] + 1)
 
     with torch.no_grad(), tapping(blocks, on_tap), Watch():
-        model(example)
+        anatomy.run(model, example)
     return owner
 
 
@@ -173,6 +175,21 @@ def select_parameters(
 # ------------------------------------------------------------------------------------ operator
 
 
+def check_objective(objective: str, weight_decay: float) -> None:
+    """Refuse an unknown objective, and an L2 coefficient that is negative, not finite or set
+    where the objective ignores it."""
+    if objective not in ("nll", "nll+l2"):
+        raise ConfigError(f"objective must be 'nll' or 'nll+l2', got {objective!r}")
+    if isinstance(weight_decay, bool) or not isinstance(weight_decay, int | float):
+        raise ConfigError(f"weight_decay must be a number, got {weight_decay!r}")
+    if not math.isfinite(weight_decay) or weight_decay < 0:
+        raise ConfigError(f"weight_decay must be a finite number of at least 0, got {weight_decay}")
+    if objective == "nll" and weight_decay != 0.0:
+        raise ConfigError(
+            f"objective 'nll' ignores weight_decay={weight_decay}; use objective='nll+l2'"
+        )
+
+
 class HessianOperator:
     """The Hessian of a model's loss on one batch, as a symmetric linear operator on flat vectors.
 
@@ -216,27 +233,13 @@ class HessianOperator:
             seed: Seeds the global generators during the forward pass (dropout in train mode);
                 None leaves them alone.
         """
-        if objective not in ("nll", "nll+l2"):
-            raise ConfigError(f"objective must be 'nll' or 'nll+l2', got {objective!r}")
-        if objective == "nll" and weight_decay != 0.0:
-            raise ConfigError(
-                f"objective 'nll' ignores weight_decay={weight_decay}; use objective='nll+l2'"
-            )
+        check_objective(objective, weight_decay)
         model = unwrap(model)
         x, targets = batch
         first = next(model.parameters())
         x = x.to(device=first.device, dtype=first.dtype if x.is_floating_point() else x.dtype)
         targets = targets.to(first.device)
-        if params is None or isinstance(params, ParamSelection):
-            params = select_parameters(model, params, x)
-        self.names = [n for n, _ in params]
-        self.params = [p for _, p in params]
-        dtypes = {p.dtype for p in self.params}
-        if len(dtypes) != 1:
-            raise VitlensError(f"selected parameters mix dtypes {dtypes}; cast the model first")
-        self.dtype = self.params[0].dtype
-        self.device = self.params[0].device
-        self.size = sum(p.numel() for p in self.params)
+        self._select(model, params, x)
         self.weight_decay = float(weight_decay) if objective == "nll+l2" else 0.0
         self.n_matvecs = 0
         criterion = criterion or nll_loss
@@ -258,6 +261,19 @@ class HessianOperator:
         sq = sum(p.detach().double().pow(2).sum() for p in self.params)
         self.l2 = 0.5 * self.weight_decay * float(sq)
         self.loss = self.nll + self.l2
+
+    def _select(self, model: nn.Module, params, x: torch.Tensor) -> None:
+        """The parameters the operator differentiates, their names, dtype, device and size."""
+        if params is None or isinstance(params, ParamSelection):
+            params = select_parameters(model, params, x)
+        self.names = [n for n, _ in params]
+        self.params = [p for _, p in params]
+        dtypes = {p.dtype for p in self.params}
+        if len(dtypes) != 1:
+            raise VitlensError(f"selected parameters mix dtypes {dtypes}; cast the model first")
+        self.dtype = self.params[0].dtype
+        self.device = self.params[0].device
+        self.size = sum(p.numel() for p in self.params)
 
     def matvec(self, v: torch.Tensor) -> torch.Tensor:
         """H v for a flat vector `v` (one backward through the retained graph)."""

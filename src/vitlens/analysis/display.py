@@ -57,9 +57,22 @@ def plot(results: Result | Sequence[Result], figure: str | None = None) -> Figur
         names = ", ".join(f.name for f in figures) or "none"
         raise VitlensError(f"{kinds[0]} has no figure {figure!r}; its figures: {names}")
     try:
-        return chosen[0].drawer()(items, None)
+        return _displayable(chosen[0].drawer()(items, None))
     except (ValueError, IndexError, KeyError, ZeroDivisionError) as err:
         raise VitlensError(f"cannot draw these {kinds[0]} Results: {err}") from None
+
+
+def _png(fig: Figure, dpi: int | None = None) -> bytes:
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", **({"dpi": dpi} if dpi else {}))
+    return buffer.getvalue()
+
+
+def _displayable(fig: Figure) -> Figure:
+    """The figures are drawn without pyplot (no global state), so Jupyter has no display for
+    them unless pyplot's inline backend happens to be loaded: give each its own PNG display."""
+    fig._repr_png_ = lambda: _png(fig)
+    return fig
 
 
 def _has_values(result: Result) -> bool:
@@ -92,10 +105,7 @@ def result_html(result: Result, dpi: int = 60) -> str:
     )
     image = ""
     try:
-        fig = plot(result)
-        buffer = io.BytesIO()
-        fig.savefig(buffer, format="png", dpi=dpi)
-        data = base64.b64encode(buffer.getvalue()).decode("ascii")
+        data = base64.b64encode(_png(plot(result), dpi)).decode("ascii")
         image = f"<img alt='{html.escape(result.analysis)}' src='data:image/png;base64,{data}'>"
     except VitlensError as err:
         image = f"<p><i>no figure: {html.escape(str(err))}</i></p>"

@@ -31,6 +31,7 @@ from vitlens.analysis.curvature import (
     L2_CONVENTION,
     HessianOperator,
     ParamSelection,
+    check_objective,
 )
 from vitlens.analysis.linalg import (
     Bound,
@@ -301,6 +302,7 @@ def hessian_spectrum(
             (worth it on GPUs; on CPUs a batched product is no cheaper than single ones).
     """
     started = time.perf_counter()
+    check_objective(objective, weight_decay)
     extra = _curvature_extras(density, density_vectors, density_steps, trace, trace_matvecs)
     base = unwrap(model)
     world = dist.world()

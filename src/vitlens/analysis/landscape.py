@@ -50,7 +50,7 @@ from torch import nn
 
 from vitlens import distributed as dist
 from vitlens.analysis.claim import Claim, StudyView, not_measured
-from vitlens.analysis.curvature import HessianOperator
+from vitlens.analysis.curvature import HessianOperator, check_objective
 from vitlens.analysis.linalg import lanczos
 from vitlens.analysis.loss_surface import (
     Augment,
@@ -406,6 +406,7 @@ def loss_landscape(
     """
     started = time.perf_counter()
     _check_options(dims, l2, order, steps, directions, other)
+    check_objective("nll+l2", weight_decay)
     model = unwrap(model)
     batches = functools.partial(
         fixed_batches, data, batch_size=batch_size, n_batches=n_batches, augment=augment, seed=seed

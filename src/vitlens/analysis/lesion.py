@@ -34,6 +34,7 @@ from vitlens.analysis.streaming import (
     stream,
 )
 from vitlens.anatomy import anatomy_of, lesioned
+from vitlens.anatomy.spec import check_targets
 from vitlens.errors import VitlensError
 
 
@@ -71,6 +72,7 @@ class LesionResult(Result):
 
 def batch_metrics(logits: torch.Tensor, labels: torch.Tensor) -> tuple[int, float]:
     """(number correct, summed NLL) of a batch; labels are class indices or soft (B, classes)."""
+    check_targets(logits, labels)
     if labels.ndim == 2:  # soft labels (mixup, label smoothing): NLL against the distribution
         nll = -(labels * F.log_softmax(logits.float(), dim=-1)).sum()
         target = labels.argmax(dim=-1)

@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from vitlens.anatomy.spec import check_targets
 from vitlens.data.dataset import mix_seed
 from vitlens.errors import ConfigError
 
@@ -23,6 +24,7 @@ Criterion = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 def nll_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     """Mean NLL: cross-entropy against integer labels `(B,)` or soft targets `(B, K)`."""
+    check_targets(logits, targets)
     if targets.is_floating_point() and targets.ndim == logits.ndim:
         return -(targets.to(logits.dtype) * F.log_softmax(logits, dim=1)).sum(dim=1).mean()
     return F.cross_entropy(logits, targets)

@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from vitlens.analysis.result import Provenance
-from vitlens.anatomy import Block, describe, tapping
+from vitlens.anatomy import Block, anatomy_of, tapping
 from vitlens.device import resolve_device  # noqa: F401  (re-exported for the analyses)
 from vitlens.errors import VitlensError
 from vitlens.progress import new_bar, progress_bar  # noqa: F401  (re-exported)
@@ -179,7 +179,8 @@ def stream_map_sums(
             statistics).
         max_batches, device, progress, description: as for `stream`.
     """
-    blocks = describe(model)
+    anatomy = anatomy_of(model)
+    blocks = list(anatomy.blocks)
     out = MapSums(model_blocks=blocks, sums={}, counts={}, sizes={})
 
     def on_tap(block: Block, t: torch.Tensor) -> None:
@@ -204,7 +205,7 @@ def stream_map_sums(
             progress=progress,
             description=description,
         ):
-            model(images)
+            anatomy.run(model, images)
             out.n_images += int(images.shape[0])
             out.n_batches += 1
     return out

@@ -83,13 +83,17 @@ def _as_anatomy(described: Anatomy | list[Block], model: nn.Module, *, native: b
         return Anatomy(tuple(described))
     from vitlens.anatomy.attention import switch_flag
 
-    size = getattr(model, "image_size", None)
+    # A vitlens model knows its size and channels from `create_model` (or its own attributes).
+    built = getattr(model, "vitlens_config", None) or {}
+    size = getattr(model, "image_size", built.get("image_size"))
+    channels = getattr(model, "in_chans", built.get("in_chans"))
     return Anatomy(
         tuple(described),
         explicit=switch_flag("explicit", True),  # vitlens `Attention` layers
         input=InputSpec(
-            channels=getattr(model, "in_chans", None),
+            channels=channels if isinstance(channels, int) else None,
             size=size if isinstance(size, int) else None,
+            fixed_size=True,
         ),
     )
 

@@ -116,6 +116,75 @@ class InputSpec:
     size: int | None = None
     mean: tuple[float, ...] | None = None
     std: tuple[float, ...] | None = None
+    fixed_size: bool = False  # other sizes are refused (a vitlens model runs at its own size)
+
+
+def _expected(spec: InputSpec) -> str:
+    parts = [
+        f"{spec.channels} channels" if spec.channels else "",
+        f"{spec.size} px" if spec.size else "",
+    ]
+    said = " at ".join(p for p in parts if p)
+    return f" (it expects {said})" if said else ""
+
+
+def check_images(x: Any, spec: InputSpec | None = None, *, image: bool = True) -> None:
+    """Refuse a batch no analysis can use: not a tensor, holding NaN or infinity, and for an
+    image model (`image`) not (B, C, H, W), not floating point, empty, or with other channels
+    (or, for a model of fixed size, another size) than the model declares."""
+    if not isinstance(x, torch.Tensor):
+        raise VitlensError(
+            f"images must be a torch.Tensor of shape (B, C, H, W), not {type(x).__name__}"
+        )
+    if not image:  # a model vitlens knows nothing of (the Hessian of a toy): only finiteness
+        if x.is_floating_point() and not bool(torch.isfinite(x).all()):
+            raise VitlensError("inputs hold NaN or infinite values; analyses need finite inputs")
+        return
+    if x.ndim != 4 or x.numel() == 0:
+        raise VitlensError(
+            f"images must be a non-empty (B, C, H, W) batch, got shape {tuple(x.shape)}"
+        )
+    if not x.is_floating_point():
+        raise VitlensError(f"images must be floating point (normalised), got {x.dtype}")
+    if spec is not None and spec.channels and x.shape[1] != spec.channels:
+        raise VitlensError(
+            f"images have {x.shape[1]} channels, the model takes {spec.channels}: "
+            f"shape {tuple(x.shape)}"
+        )
+    if (
+        spec is not None
+        and spec.fixed_size
+        and spec.size
+        and tuple(x.shape[-2:]) != (spec.size,) * 2
+    ):
+        raise VitlensError(
+            f"images are {x.shape[-2]}x{x.shape[-1]} px, the model is built for "
+            f"{spec.size}x{spec.size}: shape {tuple(x.shape)}"
+        )
+    if not bool(torch.isfinite(x).all()):
+        raise VitlensError("images hold NaN or infinite values; analyses need finite inputs")
+
+
+def check_targets(logits: torch.Tensor, targets: torch.Tensor) -> None:
+    """Refuse labels that do not match the logits: class indices outside [0, classes), a count
+    other than the batch's, or soft targets of another width."""
+    if targets.shape[0] != logits.shape[0]:
+        raise VitlensError(f"{targets.shape[0]} labels for a batch of {logits.shape[0]} images")
+    classes = logits.shape[-1]
+    if targets.is_floating_point() and targets.ndim == 2:
+        if targets.shape[1] != classes:
+            raise VitlensError(f"soft labels of width {targets.shape[1]} for {classes} classes")
+        return
+    if targets.ndim != 1 or targets.is_floating_point():
+        raise VitlensError(
+            "labels must be class indices of shape (B,), "
+            f"got {targets.dtype} of shape {tuple(targets.shape)}"
+        )
+    if targets.numel() and (int(targets.min()) < 0 or int(targets.max()) >= classes):
+        raise VitlensError(
+            f"labels run from {int(targets.min())} to {int(targets.max())}; "
+            f"the model has {classes} classes (0 to {classes - 1})"
+        )
 
 
 def output_logits(output: Any) -> torch.Tensor:
@@ -175,8 +244,22 @@ class Anatomy:
             object.__setattr__(self, "explicit", _with_math_sdpa(self.explicit))
 
     def forward(self, model: nn.Module, x: torch.Tensor) -> torch.Tensor:
-        """Run `model` on `x` and return its logits."""
-        return self.logits(model(x))
+        """Run `model` on `x` and return its logits (checked as `run` checks)."""
+        return self.logits(self.run(model, x))
+
+    def run(self, model: nn.Module, x: torch.Tensor) -> Any:
+        """Run `model` on `x` and return its raw output; a batch the model cannot take (see
+        `check_images`, or a forward that fails on its shape) is a VitlensError."""
+        check_images(x, self.input, image=bool(self.blocks) or self.input != InputSpec())
+        try:
+            return model(x)
+        except (RuntimeError, ValueError, IndexError) as err:
+            if isinstance(err, torch.OutOfMemoryError):
+                raise
+            raise VitlensError(
+                f"the model cannot run on images of shape {tuple(x.shape)}"
+                f"{_expected(self.input)}: {err}"
+            ) from err
 
     def kinds(self) -> set[str]:
         return {b.kind for b in self.blocks}

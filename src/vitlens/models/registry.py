@@ -117,6 +117,8 @@ def create_model(
         UnknownNameError: `name` is not registered.
         ConfigError: an override the family does not accept, or a value it rejects.
     """
+    if not isinstance(name, str) or not name:
+        raise UnknownNameError(f"a model name is text such as 'vit_nano', not {name!r}")
     if ":" in name:  # an outside model (`vitlens import`): timm:NAME, torchvision:NAME, hf:DIR
         from vitlens.models.foreign import build_foreign
 

@@ -25,7 +25,9 @@ from vitlens.analysis.claim import (
 from vitlens.analysis.result import Result, load_result
 from vitlens.atomic import write_text as atomic_write_text
 from vitlens.folders import StudyFolder
+from vitlens.locks import folder_lock
 from vitlens.report.claims import evaluate_claims, scale_checks
+from vitlens.report.scale import run_facts, scale_box
 
 # The introduction of each of the paper's three questions (`vitlens.analysis.spec.SECTIONS`).
 INTROS = {
@@ -193,21 +195,24 @@ def _claims_table(views: list[StudyView]) -> str:
     )
 
 
-def _scale_box(plan: dict[str, Any], steps: dict[str, Any]) -> str:
-    models = plan["models"]
-    seeds = plan.get("seeds", 1)
-    n_images = "the whole training set" if plan["fraction"] == 1 else f"{plan['fraction']:.0%}"
-    wall = sum(s.get("seconds", 0) for s in steps.values())
+def _missing_box(folder: StudyFolder, steps: dict[str, Any]) -> str:
+    """Steps not done, and Results recorded as done whose file is gone: named, not hidden."""
+    missing = [
+        f"{name} ({record.get('status', 'not done')})"
+        for name, record in steps.items()
+        if record.get("status") != "done"
+    ]
+    for name, record in steps.items():
+        if record.get("status") == "done":
+            gone = folder.missing_outputs(record)
+            missing += [f"{name} (its output {p} is missing)" for p in gone]
+    if not missing:
+        return ""
+    items = "".join(f"<li>{html.escape(m)}</li>" for m in missing)
     return (
-        f"<div class=scale><b>Scale of this study.</b> {len(models)} models "
-        f"({html.escape(', '.join(models))}) trained for {plan['epochs']} epochs on "
-        f"{n_images} of <b>{html.escape(plan['dataset'])}</b> with the "
-        f"<b>{html.escape(plan['train_preset'])}</b> recipe (study preset "
-        f"<b>{html.escape(plan['preset'])}</b>), "
-        f"{'one seed' if seeds == 1 else f'{seeds} seeds each'}; analyses streamed the "
-        f"batches listed in study.json. Total step time {wall / 60:.1f} min. The paper "
-        "trains on CIFAR-100 for 300 epochs: at this scale only the <i>direction</i> of each "
-        "claim can be checked, not its magnitude.</div>"
+        "<div class=scale><b>Not everything ran.</b> These steps have no Result, so the figures "
+        f"and claims that need them are missing or marked not measured:<ul>{items}</ul>"
+        f"<code>vitlens study --resume {html.escape(str(folder.root))}</code> runs them.</div>"
     )
 
 
@@ -322,15 +327,24 @@ def _ablation_figures(view: StudyView, folder: StudyFolder) -> dict[str, tuple[P
 
 
 def write_report(folder: str | Path) -> Path:
-    """Draw every figure from the saved Results of a study and write `report.html`."""
+    """Draw every figure from the saved Results of a study and write `report.html`, holding
+    the study's lock (a study still running refuses)."""
+    folder = StudyFolder(Path(folder))
+    with folder_lock(folder.root, "study folder"):  # not while a study writes here
+        return _write_report(folder)
+
+
+def _write_report(folder: StudyFolder) -> Path:
     from vitlens.ablations import study_members
     from vitlens.plan import StudyPlan
 
-    folder = StudyFolder(Path(folder))
     plan_data, steps = folder.read_state()
     plan = StudyPlan.from_json(plan_data, where=folder.plan_file)
     results = load_study_results(folder)
-    rows = load_run_rows({m.key: plan.run_path(m.key, folder) for m in study_members(plan)})
+    run_paths = {m.key: plan.run_path(m.key, folder) for m in study_members(plan)}
+    rows = load_run_rows(run_paths)
+    facts = [run_facts(key, path) for key, path in run_paths.items()]
+    wall = sum(s.get("seconds", 0) for s in steps.values())
     views = seed_views(plan, results, rows)
     main = views[0]  # figures and tables show the first seed's models
     figures = draw_study_figures(folder, main.results)
@@ -343,7 +357,8 @@ def write_report(folder: str | Path) -> Path:
         "<h1>How do vision transformers work?</h1>",
         f"<p>A vitlens study of Park &amp; Kim (ICLR 2022), written "
         f"{datetime.date.today().isoformat()}.</p>",
-        _scale_box(plan_data, steps),
+        scale_box(plan_data, facts, wall),
+        _missing_box(folder, steps),
         _checks_box(views[0]),
         "<h2>The paper's claims, measured here</h2>",
         _claims_table(views),

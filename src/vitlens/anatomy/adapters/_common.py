@@ -14,6 +14,13 @@ from vitlens.anatomy.spec import NCHW, VECTOR, Block
 from vitlens.errors import VitlensError
 
 
+def input_channels(model: nn.Module) -> int | None:
+    """The channels the model takes, from its first convolution (a timm model built for
+    grayscale keeps an RGB `pretrained_cfg`); None when it starts with something else."""
+    first = next((m for m in model.modules() if isinstance(m, nn.Conv2d | nn.Linear)), None)
+    return first.in_channels if isinstance(first, nn.Conv2d) else None
+
+
 def derives_from(obj: object, module: str, name: str) -> bool:
     """Whether `obj` is an instance of the class `module.name` or of a subclass of it."""
     return any(c.__module__ == module and c.__name__ == name for c in type(obj).__mro__)

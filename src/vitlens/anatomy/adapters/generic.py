@@ -38,6 +38,7 @@ timm-style attention (`fused_attn` + `attn_drop`). Analyses that need what a mod
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import math
 import weakref
 from collections import Counter
@@ -49,6 +50,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.overrides import TorchFunctionMode
 
+from vitlens.anatomy.adapters._common import input_channels
 from vitlens.anatomy.attention import force_mha_weights, switch_flag
 from vitlens.anatomy.core import register_adapter, unwrap
 from vitlens.anatomy.spec import NCHW, NHWC, VECTOR, Anatomy, Block, InputSpec, Layout, tokens
@@ -303,11 +305,9 @@ def _is_attention(func, args, kwargs, out) -> bool:
 
 
 def _input_channels(model: nn.Module) -> int:
-    """The channels the model takes: its first convolution's (a model adapted to grayscale keeps
-    an RGB pretrained_cfg), else timm's declared input, else 3."""
-    first = next((m for m in model.modules() if isinstance(m, nn.Conv2d | nn.Linear)), None)
-    if isinstance(first, nn.Conv2d):
-        return first.in_channels
+    """The channels the model takes: its first convolution's, else timm's declared input, else 3."""
+    if (channels := input_channels(model)) is not None:
+        return channels
     return (_timm_input(model).channels or 3) if is_timm(model) else 3
 
 
@@ -573,7 +573,8 @@ def describe_generic(model: nn.Module) -> Anatomy:
     head = _head(model, probe)
     if head is not None:
         blocks.append(Block("head", "head", blocks[-1].stage, head, "output", None, VECTOR))
-    spec = _timm_input(model) if is_timm(model) else InputSpec(channels=3)
+    spec = _timm_input(model) if is_timm(model) else InputSpec()
+    spec = dataclasses.replace(spec, channels=_input_channels(model))
     anatomy = Anatomy(tuple(blocks), explicit=_explicit, input=spec)
     _CACHE[model] = anatomy
     return anatomy

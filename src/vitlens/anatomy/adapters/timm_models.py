@@ -15,6 +15,7 @@ from torch import nn
 from vitlens.anatomy.adapters._common import (
     conv_grid,
     derives_from,
+    input_channels,
     resnet_blocks,
     unknown_part,
 )
@@ -121,7 +122,7 @@ def timm_input(model: nn.Module) -> InputSpec:
     size = cfg.get("input_size")
     mean, std = cfg.get("mean"), cfg.get("std")
     return InputSpec(
-        channels=size[0] if size else None,
+        channels=input_channels(model) or (size[0] if size else None),
         size=size[-1] if size else None,
         mean=tuple(mean) if mean else None,
         std=tuple(std) if std else None,

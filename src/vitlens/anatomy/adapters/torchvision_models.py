@@ -11,7 +11,12 @@ from __future__ import annotations
 
 from torch import nn
 
-from vitlens.anatomy.adapters._common import derives_from, resnet_blocks, unknown_part
+from vitlens.anatomy.adapters._common import (
+    derives_from,
+    input_channels,
+    resnet_blocks,
+    unknown_part,
+)
 from vitlens.anatomy.attention import force_mha_weights
 from vitlens.anatomy.core import register_adapter
 from vitlens.anatomy.spec import NHWC, VECTOR, Anatomy, Block, InputSpec, tokens
@@ -84,7 +89,7 @@ def describe_swin(model: nn.Module) -> list[Block]:
 
 
 def _vit_anatomy(model: nn.Module) -> Anatomy:
-    size = InputSpec(channels=3, size=model.image_size)
+    size = InputSpec(channels=input_channels(model) or 3, size=model.image_size)
     return Anatomy(tuple(describe_vit(model)), explicit=force_mha_weights, input=size)
 
 
