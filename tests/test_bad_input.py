@@ -1088,3 +1088,52 @@ def test_record_refuses_every_wrong_batch_with_a_vitlens_error(x):
 
     with pytest.raises(VitlensError):
         record(_gray_vit(), x)
+
+
+def test_an_empty_class_folder_is_warned_about(tmp_path):
+    from PIL import Image
+
+    from vitlens.data.imagefolder import read_image_folder
+
+    for name in ("a", "b", "c"):
+        (tmp_path / name).mkdir()
+    for i in range(2):
+        Image.new("L", (8, 8), color=60 * i).save(tmp_path / "a" / f"{i}.png")
+        Image.new("L", (8, 8), color=90 * i).save(tmp_path / "c" / f"{i}.png")
+    with pytest.warns(UserWarning, match=r"\['b'\] hold no images"):
+        images, labels, classes = read_image_folder(tmp_path)
+    assert classes == ("a", "b", "c") and labels.tolist() == [0, 0, 2, 2]
+
+
+@pytest.mark.parametrize("fails", ["optimizer", "record"])
+def test_a_checkpoint_that_cannot_be_written_leaves_no_orphan_file(tmp_path, monkeypatch, fails):
+    """Issue 22, full disk: the failed save removes the tensor files it wrote."""
+    import errno
+
+    import torch
+
+    from vitlens.train import checkpoint
+
+    model = torch.nn.Linear(3, 2)
+    optimizer = torch.optim.AdamW(model.parameters())
+    model(torch.ones(1, 3)).sum().backward()
+    optimizer.step()
+    real = checkpoint._atomic_save_tensors
+
+    def full_disk(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    if fails == "optimizer":
+        calls = []
+
+        def second_fails(path, *args, **kwargs):
+            calls.append(path)
+            return real(path, *args, **kwargs) if len(calls) == 1 else full_disk()
+
+        monkeypatch.setattr(checkpoint, "_atomic_save_tensors", second_fails)
+    else:
+        monkeypatch.setattr(checkpoint, "write_text", full_disk)
+    for generations, tag in ((False, "final"), (True, "last")):
+        with pytest.raises(OSError, match="No space"):
+            checkpoint.save_checkpoint(tmp_path, tag, model, optimizer, {}, generations=generations)
+    assert sorted(p.name for p in tmp_path.iterdir()) == []

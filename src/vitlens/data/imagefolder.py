@@ -75,13 +75,22 @@ def resize_square(img: Image.Image, size: int) -> Image.Image:
 def _labelled_images(dirs: list[Path], classes: tuple[str, ...]) -> list[tuple[Path, int]]:
     """(image file, class index) for every image in the class folders."""
     paths: list[tuple[Path, int]] = []
+    empty = []
     for d in dirs:
         label = classes.index(d.name)
-        paths += [
+        found = [
             (p, label)
             for p in sorted(d.iterdir())
             if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS
         ]
+        empty += [d.name] if not found else []
+        paths += found
+    if empty and len(empty) < len(dirs):  # all empty is an error, said by the caller
+        warnings.warn(
+            f"{dirs[0].parent}: class folder(s) {empty} hold no images; the model still gets "
+            f"these classes (chance level counts them) but never sees one",
+            stacklevel=3,
+        )
     return paths
 
 

@@ -83,26 +83,43 @@ def save_checkpoint(
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     stem = f"{tag}-{_next_generation(folder, tag):06d}" if generations else tag
-    meta = {"format": FORMAT}
-    record: dict[str, Any] = dict(state)
-    record["format"] = FORMAT
-    record["model_file"] = f"{stem}.model.safetensors"
-    record["model_sha256"] = _atomic_save_tensors(
-        folder / record["model_file"], model.state_dict(), meta
-    )
-    if optimizer is not None:
-        tensors, groups = optimizer_tensors(optimizer)
-        record["optim_file"] = f"{stem}.optim.safetensors"
-        record["optim_sha256"] = _atomic_save_tensors(folder / record["optim_file"], tensors, meta)
-        record["optim_groups"] = groups
-    record["torch_rng"] = base64.b64encode(torch.get_rng_state().numpy().tobytes()).decode()
     path = folder / f"{tag}.json"
-    write_text(path, json.dumps(record, indent=1))  # the switch to the new generation
+    had_record = path.exists()
+    written: list[Path] = []
+    try:
+        record = _write_tensors(folder, stem, model, optimizer, state, written)
+        write_text(path, json.dumps(record, indent=1))  # the switch to the new generation
+    except BaseException:
+        # A failed write (a full disk) leaves no tensor file that no record names: new
+        # generations are never named yet; a first checkpoint has no record at all.
+        if generations or not had_record:
+            for file in written:
+                file.unlink(missing_ok=True)
+        raise
     if generations:
         _remove_other_generations(
             folder, tag, keep={record["model_file"], record.get("optim_file")}
         )
     return path
+
+
+def _write_tensors(folder, stem, model, optimizer, state, written: list[Path]) -> dict[str, Any]:
+    """Write the model (and optimizer) tensors; the record that names them and their hashes.
+    Each file is appended to `written` once it exists."""
+    meta = {"format": FORMAT}
+    record: dict[str, Any] = dict(state)
+    record["format"] = FORMAT
+    record["model_file"] = f"{stem}.model.safetensors"
+    written.append(folder / record["model_file"])
+    record["model_sha256"] = _atomic_save_tensors(written[-1], model.state_dict(), meta)
+    if optimizer is not None:
+        tensors, groups = optimizer_tensors(optimizer)
+        record["optim_file"] = f"{stem}.optim.safetensors"
+        written.append(folder / record["optim_file"])
+        record["optim_sha256"] = _atomic_save_tensors(written[-1], tensors, meta)
+        record["optim_groups"] = groups
+    record["torch_rng"] = base64.b64encode(torch.get_rng_state().numpy().tobytes()).decode()
+    return record
 
 
 def _generation_files(folder: Path, tag: str) -> dict[Path, int]:
