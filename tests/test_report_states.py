@@ -67,7 +67,9 @@ def small_study(tmp_path_factory):
     plan = StudyPlan.from_preset(
         "quick", analyses=["variance"], **runs_overrides([str(root / "vit_nano")], None)
     ).with_overrides(budget={"variance": [1, 8]})
-    Study.create(root / "study", plan, quiet=True).run(workers=1)
+    study = Study.create(root / "study", plan, quiet=True)
+    study.run(workers=1)
+    study.lock.release()  # as when the study's process exits: other processes may now write
     return root / "study"
 
 
