@@ -143,6 +143,12 @@ def test_a_stale_lock_of_a_dead_process_is_taken_over_with_a_notice(tmp_path, ca
         assert held["pid"] == os.getpid()
     assert f"left by PID {dead.pid}" in capsys.readouterr().err
     assert not (tmp_path / atomic.LOCK_NAME).exists()
+    # A lock file copied with its folder names a live PID (ours) that holds no flock on it.
+    (tmp_path / atomic.LOCK_NAME).write_text(
+        json.dumps({"pid": os.getppid(), "host": socket.gethostname()})
+    )
+    with folder_lock(tmp_path, "run folder"):
+        assert json.loads((tmp_path / atomic.LOCK_NAME).read_text())["pid"] == os.getpid()
     # A lock left on another host cannot be checked from here: refused with the way out.
     (tmp_path / atomic.LOCK_NAME).write_text(json.dumps({"pid": 1, "host": "elsewhere"}))
     with pytest.raises(FolderLockedError, match="PID 1 on elsewhere.*delete"):

@@ -4,7 +4,8 @@ A writer holds `FOLDER/.vitlens.lock`: an `flock` on that file (which the kernel
 process dies, however it dies) plus the holder's PID, host and command written inside, so a
 second writer is refused with a message that names the holder. A lock file left behind by a
 dead process on this host is taken over with a notice; one that names another host is not
-(its holder may be alive there), and the message says how to clear it by hand.
+(its holder may be alive there), and the message says how to clear it by hand. On this host the
+`flock` decides: a file copied with its folder may name a live PID that holds no lock on it.
 
 Under torchrun only rank 0 takes the lock (other ranks get a lock that does nothing).
 """
@@ -35,17 +36,6 @@ class FolderLockedError(VitlensError):
 
 # Folders this process holds, so that taking the same lock twice in one process is harmless.
 _HELD: dict[Path, FolderLock] = {}
-
-
-def pid_alive(pid: int) -> bool:
-    """Whether a process with this PID runs on this host."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # it exists, owned by someone else
-        return True
-    return True
 
 
 class FolderLock:
@@ -131,7 +121,7 @@ class FolderLock:
         if previous:
             print(
                 f"notice: taking over the lock of {self.folder}, left by PID "
-                f"{previous.get('pid')} on {previous.get('host')} which is no longer running",
+                f"{previous.get('pid')} on {previous.get('host')}, which no longer holds it",
                 file=sys.stderr,
             )
         _write_holder(fd, self.path)
@@ -139,10 +129,9 @@ class FolderLock:
         return True
 
     def _may_take_over(self, previous: dict) -> bool:
-        if previous.get("host") != socket.gethostname():
-            return False
-        pid = previous.get("pid")
-        return not isinstance(pid, int) or pid == os.getpid() or not pid_alive(pid)
+        # We hold the flock, so no process on this host holds this file, whatever PID it names
+        # (it may be a copy made with its folder); another host's flock is not visible here.
+        return previous.get("host") == socket.gethostname()
 
     def _busy_message(self, holder: dict) -> str:
         who = _describe(holder)
