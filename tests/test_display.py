@@ -3,6 +3,7 @@ notebook display, drawn by the report's own figure functions."""
 
 from __future__ import annotations
 
+import dataclasses
 import re
 
 import pytest
@@ -63,6 +64,33 @@ def test_bad_plots_say_what_is_wrong():
     with pytest.raises(VitlensError, match="has no figure 'nope'"):
         vit.plot("nope")
     assert "no figure" in VarianceResult()._repr_html_()
+
+
+def test_plot_draws_into_the_callers_axes():
+    vit, cnn = variance("vit", [1.0, 0.8, 1.2, 1.0, 1.3]), variance("resnet", [1, 2, 3, 4, 5])
+    fig = Figure()
+    left, right = fig.subplots(1, 2)
+    assert vit.plot(ax=left) is left and vitlens.plot([cnn], ax=right) is right
+    assert len(fig.axes) == 2, "no panel added: the caller's Axes were used"
+    for ax, want in ((left, (1.0, 0.8, 1.2, 1.0, 1.3)), (right, (1, 2, 3, 4, 5))):
+        curves = [tuple(ln.get_ydata()) for ln in ax.get_lines() if len(ln.get_xdata()) == 5]
+        assert want in curves
+    with pytest.raises(VitlensError, match="2 or more panels.*without ax="):
+        vitlens.plot([vit, cnn], ax=right)  # one panel per model
+    lesion = LesionResult(names=["x"], kinds=["msa"], stages=[0], depths=[0.0], accuracy=[0.1],
+                          nll=[1.0], delta_accuracy=[0.0], delta_nll=[0.0])  # fmt: skip
+    with pytest.raises(VitlensError, match="2 or more panels.*without ax="):
+        lesion.plot(ax=left)  # accuracy and NLL side by side: a Figure of its own
+
+
+def test_results_on_different_data_are_not_overlaid():
+    vit = variance("vit", [1.0, 0.8, 1.2, 1.0, 1.3])
+    other = dataclasses.replace(
+        variance("resnet", [1, 2, 3, 4, 5]),
+        provenance=Provenance(model="resnet", dataset="cifar100", split="test"),
+    )
+    with pytest.raises(VitlensError, match="different data.*vit: fashion-mnist-mini, test"):
+        vitlens.plot([vit, other])
 
 
 def test_the_package_namespace_is_lazy_and_complete():

@@ -15,13 +15,14 @@ def test_the_worked_examples_run(capsys):
     pytest.importorskip("transformers")
     pytest.importorskip("pandas")
     blocks = re.findall(r"```python\n(.*?)```", DOC.read_text(), flags=re.S)
-    assert len(blocks) == 4
+    assert len(blocks) == 5
     namespace: dict = {}
     for code in blocks:
         exec(compile(code, str(DOC), "exec"), namespace)  # noqa: S102 (our own documentation)
     out = capsys.readouterr().out
     assert "['embed', 'block0.msa', 'block0.mlp']" in out
     assert "block1.mlp" in out and "msa" in out  # the lesion table, one row per block
+    assert "2 <div><b>variance</b> of" in out  # the notebook section: two panels, the display
 
 
 def test_the_table_of_analyses_is_what_the_specs_say():

@@ -135,6 +135,20 @@ def test_explain_writes_results_and_a_page_whose_maps_are_the_models(vit_run, tm
         got = np.frombuffer(base64.b64decode(data["rows"][1][k]), np.uint8)
         assert np.array_equal(got.reshape(want.shape), want)
         assert (want.max(-1) == 255).all()
+    # The folder exports like a run's: one CSV per Result, its numbers those of the JSON.
+    from vitlens.export import export_csv
+
+    tables = export_csv(tmp_path / "out", tmp_path / "csv")
+    assert sorted(p.name for p in tables) == sorted(f"{k}.csv" for k in done.results)
+    import csv
+
+    from vitlens.analysis.result import load_result
+
+    result = load_result(tmp_path / "out" / "results" / "attention_maps.json")
+    with open(tmp_path / "csv" / "attention_maps.csv") as f:
+        maps = [r for r in csv.DictReader(f) if r["metric"] == "maps"]
+    assert len(maps) == sum(len(head) for image in result.maps for b in image for head in b)
+    assert {r["block"] for r in maps} == set(result.names)  # image -> block: blocks named
 
 
 def test_explain_refuses_before_writing(vit_run, cnn_run, tmp_path):

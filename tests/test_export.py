@@ -110,6 +110,22 @@ def test_cka_rows_name_both_blocks():
         assert r["value"] == result.matrix[i][j] and r["index"] == str(j)
 
 
+def test_per_image_fields_are_not_taken_for_blocks():
+    from vitlens.analysis.attention_maps import AttentionMapsResult
+
+    # Two images and two blocks: equal lengths must not make `labels` look per block.
+    maps = [[[[0.25] * 4], [[0.5, 0.5, 0.0, 0.0]]], [[[0.1] * 4], [[0.4] * 4]]]
+    result = AttentionMapsResult(
+        names=["blocks.0", "blocks.1"], heads=[1, 1], maps=maps, labels=[3, 7], predicted=[3, 1]
+    )
+    table = rows(result)
+    labels = [r for r in table if r["metric"] == "labels"]
+    assert [(r["block"], r["index"], r["value"]) for r in labels] == [("", "0", 3), ("", "1", 7)]
+    second = [r for r in table if r["metric"] == "maps" and r["block"] == "blocks.1"]
+    assert [r["value"] for r in second] == [0.5, 0.5, 0.0, 0.0, 0.4, 0.4, 0.4, 0.4]
+    assert second[0]["index"] == "0.0.0" and second[-1]["index"] == "1.0.3"  # image.head.patch
+
+
 def test_to_frame_is_the_same_table():
     pd = pytest.importorskip("pandas")
     result = results()[0]

@@ -165,6 +165,20 @@ def test_timm_tag_pretrained_from_the_cache(offline, tmp_path):
     assert mine["head.weight"].shape == (10, cached["head.weight"].shape[1])
 
 
+def test_timm_eval_applies_the_data_config_of_the_tag(offline, tmp_path):
+    cached_timm(offline, "test_vit.r160_in1k")
+    run = tmp_path / "run"
+    data = rgb_folder(tmp_path / "images")  # RGB: the tag's own mean and std apply
+    import_model("timm:test_vit.r160_in1k", run, pretrained=True, image_size=32, dataset=data)
+    pre = record_of(run)["import"]["preprocessing"]
+    assert (pre["resize"], pre["mean"], pre["std"]) == (33, [0.5] * 3, [0.5] * 3)
+    assert load_run_data(record_of(run), "test").images.shape[-2:] == (32, 32)  # centre crop
+    model, _ = load_model(run)
+    got = evaluate_checkpoint(run, batch_size=4)
+    acc, nll = manual_metrics(model, run, [0.5] * 3, [0.5] * 3)
+    assert got["acc"] == pytest.approx(acc, abs=1e-6) and got["nll"] == pytest.approx(nll, rel=1e-4)
+
+
 def test_timm_without_cached_weights_or_tag(offline, tmp_path):
     pytest.importorskip("timm")
     out = tmp_path / "never"

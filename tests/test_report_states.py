@@ -107,6 +107,20 @@ def test_an_edited_plan_is_refused_naming_the_change(small_study, tmp_path):
         write_report(copy)
 
 
+def test_a_figures_file_in_the_way_is_a_clear_error(small_study, tmp_path):
+    import shutil
+
+    from vitlens.report.html import write_report
+
+    copy = tmp_path / "blocked"
+    shutil.copytree(small_study, copy, ignore=shutil.ignore_patterns("figures"))
+    (copy / "figures").write_text("not a folder")
+    before = (copy / "report.html").read_bytes()
+    with pytest.raises(VitlensError, match="cannot write .*figures"):
+        write_report(copy)
+    assert (copy / "report.html").read_bytes() == before, "the old report is kept whole"
+
+
 @pytest.mark.slow
 def test_report_refuses_while_a_study_writes_the_folder(small_study):
     from vitlens.report.html import write_report

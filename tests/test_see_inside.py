@@ -360,3 +360,27 @@ def test_every_family_runs_end_to_end(family):
     emb = embeddings(model, x)
     assert (emb.position_kind == "learned") is (prefix > 0)
     assert bool(emb.relative_bias) is (not rollout)
+
+
+# vitlens's own multi-stage models: every MSA block's map at its own stage's grid.
+STAGED = {
+    "pit_nano": ([[14, 14], [7, 7], [7, 7], [4, 4], [4, 4]], "cls", "learned"),
+    "swin_nano": ([[14, 14]] * 2 + [[7, 7]] * 2 + [[4, 4]] * 2, "mean", "none"),
+    "alternet_nano": ([[14, 14], [7, 7], [4, 4]], "mean", "none"),
+}
+
+
+@pytest.mark.parametrize("name", list(STAGED))
+def test_staged_models_map_each_block_on_its_own_grid(name):
+    grids, queries, position = STAGED[name]
+    torch.manual_seed(0)
+    model = create_model(name, num_classes=10, in_chans=1, image_size=28)
+    x = [(torch.randn(2, 1, 28, 28), torch.tensor([1, 2]))]
+    maps = attention_maps_of(model, x)
+    assert maps.grids == grids and maps.queries == [queries] * len(grids) and not maps.unread
+    for k, (h, w) in enumerate(grids):  # image 0, block k: one map per head on its grid
+        assert len(maps.maps[0][k]) == maps.heads[k]
+        assert all(len(head) == h * w and min(head) >= 0 for head in maps.maps[0][k])
+    # Tokens are pooled or merged between stages: no single token set to roll out over.
+    assert maps.rollout == [] and "one set of tokens" in maps.rollout_note
+    assert embeddings(model, x).position_kind == position

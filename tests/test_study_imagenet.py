@@ -1,5 +1,6 @@
 """`vitlens study --preset imagenet`: pretrained models imported from a hub cache laid out on
-disk, a tiny ImageNet-layout validation folder, nothing trained, and claims C9-C13 measured."""
+disk, a tiny ImageNet-layout validation folder, nothing trained, claims C9-C12 measured and C13
+saying why it cannot be."""
 
 from __future__ import annotations
 
@@ -68,3 +69,5 @@ def test_imagenet_preset_imports_and_measures_c9_to_c13(tmp_path, monkeypatch):
     )
     assert all(rows[c] != "n/a" for c in ("C9", "C10", "C11", "C12"))  # measured
     assert rows["C1"] == "n/a" and rows["C4"] == "n/a"  # training-only claims: not measured
+    # C13 needs MSAs at stage ends (AlterNet, Swin, PiT): a plain ViT and a ResNet have none.
+    assert rows["C13"] == "n/a" and "no model with lesions has MSAs in more" in report.read_text()

@@ -15,13 +15,12 @@ from __future__ import annotations
 
 import inspect
 import json
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any
 
 import torch
 
-from vitlens.analysis.result import Provenance, Result
+from vitlens.analysis.result import BuildupResult, Provenance
 from vitlens.atomic import write_text as atomic_write_text
 from vitlens.errors import ConfigError
 from vitlens.locks import holding_lock
@@ -29,36 +28,6 @@ from vitlens.locks import holding_lock
 VALIDATION_FRACTION = 0.1  # share of each class of the training set held out for deciding
 _VALIDATION_SALT = 0x56414C  # separates the validation draw from the training-fraction draw
 _HOLDOUT_FILE = "holdout.json"
-
-
-@dataclass(frozen=True)
-class BuildupResult(Result):
-    """Every candidate of a build-up search.
-
-    Attributes:
-        base: the registered AlterNet configuration searched over.
-        depths: blocks per stage.
-        candidates: in training order, dicts with `msa` (MSA blocks per stage), `accuracy` and
-            `nll` (on the validation split, which decided), `test_accuracy` and `test_nll`
-            (reported only, measured after the search), `kept` (whether the search accepted
-            it) and `run` (its run folder).
-        best_msa: the accepted layout at the end of the search.
-        best_accuracy: its validation accuracy.
-        best_test_accuracy: its test accuracy (not used to choose it).
-        decided_on: which split's accuracy decided ("validation").
-        validation: how the validation split was carved (fraction, seed, sizes).
-    """
-
-    analysis: ClassVar[str] = "buildup"
-
-    base: str = ""
-    depths: list[int] = field(default_factory=list)
-    candidates: list[dict[str, Any]] = field(default_factory=list)
-    best_msa: list[int] = field(default_factory=list)
-    best_accuracy: float | None = None
-    best_test_accuracy: float | None = None
-    decided_on: str = "validation"
-    validation: dict[str, Any] = field(default_factory=dict)
 
 
 def validation_split(

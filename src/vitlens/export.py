@@ -4,6 +4,7 @@ of `vitlens.analysis.tables` (one row per number; reading the CSV back gives the
     vitlens export runs/vit/analysis/fourier.json --csv tables/   # one Result
     vitlens export runs/vit --csv tables/                         # every Result of a run
     vitlens export studies/quick --csv tables/                    # every Result of a study
+    vitlens export explained/ --csv tables/                       # every Result of `explain`
 """
 
 from __future__ import annotations
@@ -29,7 +30,11 @@ def _results_under(path: Path) -> list[tuple[Path, Path]]:
         return [(f, Path(f.parent.name) / f"{f.stem}.csv") for f in study.result_files()]
     if (path / "checkpoints").is_dir() or (path / "analysis").is_dir():
         return [(f, Path(f"{f.stem}.csv")) for f in sorted((path / "analysis").glob("*.json"))]
-    raise VitlensError(f"{path} is neither a Result JSON, a run folder nor a study folder")
+    if (path / "explain.html").is_file() and (path / "results").is_dir():  # `vitlens explain`
+        return [(f, Path(f"{f.stem}.csv")) for f in sorted((path / "results").glob("*.json"))]
+    raise VitlensError(
+        f"{path} is neither a Result JSON nor a run, study or `vitlens explain` folder"
+    )
 
 
 @holding_lock("out", "export folder")

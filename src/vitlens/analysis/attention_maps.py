@@ -74,6 +74,10 @@ class AttentionMapsResult(Result):
 
     analysis: ClassVar[str] = "attention_maps"
     schema: ClassVar[int] = 1
+    block_axes: ClassVar[dict[str, int | None]] = {
+        "maps": 1,  # image -> block -> head -> ...
+        **dict.fromkeys(("labels", "predicted", "explained", "rollout", "gradient_rollout")),
+    }
 
     names: list[str] = field(default_factory=list)
     stages: list[int] = field(default_factory=list)

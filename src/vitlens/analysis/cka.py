@@ -38,7 +38,7 @@ from torch import nn
 from vitlens.analysis.claim import Claim, StudyView, msas_attend, not_measured, requires, the_vit
 from vitlens.analysis.registry import register_analysis
 from vitlens.analysis.result import Provenance, Result
-from vitlens.analysis.spec import FEATURE_BUDGETS, AnalysisSpec, Figure, Inputs
+from vitlens.analysis.spec import FEATURE_BUDGETS, AnalysisSpec, Figure, streamed
 from vitlens.analysis.streaming import (
     Batch,
     evaluating,
@@ -288,23 +288,11 @@ def c12_cka(view: StudyView) -> Claim:
     )
 
 
-def _run(inputs: Inputs) -> CKAResult:
-    return cka(
-        inputs.model,
-        inputs.batches,
-        other=inputs.other,
-        device=inputs.device,
-        progress=inputs.progress,
-        provenance=inputs.provenance,
-        **inputs.options,
-    )
-
-
 SPEC = register_analysis(
     AnalysisSpec(
         name="cka",
         summary="minibatch linear CKA between all pairs of blocks (with --other: two models)",
-        run=_run,
+        run=streamed(cka, "other"),
         function=cka,
         data="test",
         section="features",

@@ -130,8 +130,9 @@ class StudyView:
         return self.result(analysis, self.vit), self.result(analysis, self.cnn)
 
 
-def not_measured(cid: str, claim: str, paper: str) -> Claim:
-    return Claim(cid, claim, paper, "not measured", None)
+def not_measured(cid: str, claim: str, paper: str, why: str = "") -> Claim:
+    """A claim the study could not measure; `why` says what it lacked."""
+    return Claim(cid, claim, paper, f"not measured: {why}" if why else "not measured", None)
 
 
 def block_deltas(values: list[float], kinds: list[str], kind: str) -> list[float]:

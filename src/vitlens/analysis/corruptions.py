@@ -24,7 +24,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import ClassVar
@@ -42,7 +42,7 @@ from vitlens.analysis.perturbed import (
 )
 from vitlens.analysis.registry import register_analysis
 from vitlens.analysis.result import Provenance, Result
-from vitlens.analysis.spec import AnalysisSpec, Budget, Column, Figure, Inputs, Option
+from vitlens.analysis.spec import AnalysisSpec, Budget, Column, Figure, Option, streamed
 from vitlens.analysis.streaming import (
     Batch,
     evaluating,
@@ -51,7 +51,7 @@ from vitlens.analysis.streaming import (
     stream,
 )
 from vitlens.analysis.streaming import progress_bar as work_bar
-from vitlens.anatomy import anatomy_of
+from vitlens.anatomy import Anatomy, anatomy_of
 from vitlens.data.dataset import mix_seed
 from vitlens.errors import VitlensError
 from vitlens.robustness.cifar_c import check_cifar_c, cifar_c_batches
@@ -260,60 +260,99 @@ def corruption_robustness(
             baseline with nothing in common.
     """
     started = time.perf_counter()
-    corruptions = check_corruptions(list(corruptions))
-    severities = [int(s) for s in severities]
-    _check_common(corruptions, severities)
-    device = resolve_device(device)
-    model = model.to(device)
-    norm, mean, std = normalizer(normalize, device)
-    mine = corruptions[dist.rank() :: dist.world()]  # this rank's share
-    clean = MetricSums()
-    sums = {(c, s): MetricSums() for c in corruptions for s in severities}
+    tally = _Tally.start(model, check_corruptions(list(corruptions)), severities, normalize, device)
     n_batches = batch_count(batches, max_batches)
-    total = None if n_batches is None else n_batches * (len(mine) * len(severities) + 1)
-    size: list[int] = []
-    with work_bar("corruptions", total, progress) as advance:
-        table = _generated_passes(
-            model, stream(batches, max_batches=max_batches, device=device), norm,
-            (mine, severities, params, seed), clean, sums, size, advance,
-        )  # fmt: skip
-    reduce_sums([clean, *sums.values()])
-    return _result(
-        clean=clean,
-        sums=sums,
-        corruptions=corruptions,
-        severities=severities,
-        baseline=baseline,
-        source="generated",
-        params=table,
-        image_size=size,
-        seed=seed,
-        normalize_mean=mean,
-        normalize_std=std,
-        provenance=provenance_for(provenance, model, device, started),
-    )
+    steps = None if n_batches is None else n_batches * (len(tally.mine) * len(tally.severities) + 1)
+    with work_bar("corruptions", steps, progress) as advance:
+        data = stream(batches, max_batches=max_batches, device=tally.device)
+        table = _generated_passes(tally, data, params=params, seed=seed, advance=advance)
+    return tally.finish(baseline, "generated", table, seed, provenance, started)
 
 
-def _generated_passes(model, batches, norm, plan, clean, sums, size, advance) -> str:
-    """Add every batch's clean and corrupted metrics to `clean` and `sums`; `size` receives the
-    image size. Returns the parameter table used ("cifar" or "imagenet")."""
-    corruptions, severities, params, seed = plan
-    anatomy = anatomy_of(model, need_blocks=False)
+@dataclass
+class _Tally:
+    """What both entry points share: the model on its device and its normaliser, the
+    corruptions and severities, the metric sums of the clean pass and of every (corruption,
+    severity), and the image size seen."""
+
+    model: nn.Module
+    anatomy: Anatomy
+    device: torch.device
+    norm: Callable[[torch.Tensor], torch.Tensor]
+    mean: list[float] | None
+    std: list[float] | None
+    corruptions: list[str]
+    severities: list[int]
+    clean: MetricSums | None
+    sums: dict[tuple[str, int], MetricSums]
+    size: list[int] = field(default_factory=list)
+
+    @classmethod
+    def start(cls, model, corruptions, severities, normalize, device, *, clean: bool = True):
+        severities = [int(s) for s in severities]
+        _check_common(corruptions, severities)
+        device = resolve_device(device)
+        norm, mean, std = normalizer(normalize, device)
+        return cls(
+            model=model.to(device),
+            anatomy=anatomy_of(model, need_blocks=False),
+            device=device,
+            norm=norm,
+            mean=mean,
+            std=std,
+            corruptions=corruptions,
+            severities=severities,
+            clean=MetricSums() if clean else None,
+            sums={(c, s): MetricSums() for c in corruptions for s in severities},
+        )
+
+    @property
+    def mine(self) -> list[str]:
+        return self.corruptions[dist.rank() :: dist.world()]  # this rank's share
+
+    def add(self, sums: MetricSums, x: torch.Tensor, labels: torch.Tensor) -> None:
+        """Add the model's metrics on the unnormalised images `x` to `sums`."""
+        if not self.size:
+            self.size = [int(x.shape[-2]), int(x.shape[-1])]
+        sums.add(self.anatomy.forward(self.model, self.norm(x)).float(), labels)
+
+    def finish(self, baseline, source, params, seed, provenance, started) -> CorruptionResult:
+        """Sum across ranks and build the Result."""
+        reduce_sums([*([self.clean] if self.clean else []), *self.sums.values()])
+        # A rank that read no release file still reports its size: the release is 32x32.
+        size = self.size or ([32, 32] if source == "files" else [])
+        return _result(
+            clean=self.clean,
+            sums=self.sums,
+            corruptions=self.corruptions,
+            severities=self.severities,
+            baseline=baseline,
+            source=source,
+            params=params,
+            image_size=size,
+            seed=seed,
+            normalize_mean=self.mean,
+            normalize_std=self.std,
+            provenance=provenance_for(provenance, self.model, self.device, started),
+        )
+
+
+def _generated_passes(tally: _Tally, batches, *, params: str, seed: int, advance) -> str:
+    """Add every batch's clean and corrupted metrics to the tally. Returns the parameter table
+    used ("cifar" or "imagenet"), chosen from the first batch's image size."""
     table = "cifar"
-    with evaluating(model), torch.no_grad():
+    with evaluating(tally.model), torch.no_grad():
         for b, (images, labels) in enumerate(batches):
             x = as_unit_float(images)
-            if not size:
-                size += [int(x.shape[-2]), int(x.shape[-1])]
-                table = resolve_params(params, *size)
+            if b == 0:
+                table = resolve_params(params, int(x.shape[-2]), int(x.shape[-1]))
             if dist.is_main():  # the clean pass is counted once across ranks
-                clean.add(anatomy.forward(model, norm(x)).float(), labels)
+                tally.add(tally.clean, x, labels)
             advance()
-            for c in corruptions:
-                for s in severities:
+            for c in tally.mine:
+                for s in tally.severities:
                     g = torch.Generator().manual_seed(mix_seed(seed, CORRUPTIONS.index(c), s, b))
-                    xc = corrupt(x, c, s, generator=g, params=table)
-                    sums[c, s].add(anatomy.forward(model, norm(xc)).float(), labels)
+                    tally.add(tally.sums[c, s], corrupt(x, c, s, generator=g, params=table), labels)
                     advance()
     return table
 
@@ -357,58 +396,27 @@ def corruption_robustness_from_files(
         VitlensError: missing or malformed files (naming them), bad severities.
     """
     started = time.perf_counter()
-    corruptions = list(corruptions)
-    severities = [int(s) for s in severities]
-    _check_common(corruptions, severities)
-    root = check_cifar_c(root, corruptions)
-    device = resolve_device(device)
-    model = model.to(device)
-    norm, mean, std = normalizer(normalize, device)
-    mine = corruptions[dist.rank() :: dist.world()]
-    clean_sums = MetricSums() if clean is not None else None
-    sums = {(c, s): MetricSums() for c in corruptions for s in severities}
-    size: list[int] = []
-    with work_bar("CIFAR-C", len(mine) * len(severities), progress) as advance:
-        _file_passes(
-            model, root, norm, (mine, severities, batch_size, limit), clean, clean_sums, sums,
-            size, advance, device,
-        )  # fmt: skip
-    reduce_sums([*([clean_sums] if clean_sums else []), *sums.values()])
-    if not size and dist.world() > 1:
-        size = [32, 32]  # this rank read no file; the release is 32x32
+    tally = _Tally.start(
+        model, list(corruptions), severities, normalize, device, clean=clean is not None
+    )
+    root = check_cifar_c(root, tally.corruptions)
+    with work_bar("CIFAR-C", len(tally.mine) * len(tally.severities), progress) as advance:
+        _file_passes(tally, root, clean, batch_size=batch_size, limit=limit, advance=advance)
     if provenance is None:
         provenance = Provenance.now(dataset=str(root))
-    return _result(
-        clean=clean_sums,
-        sums=sums,
-        corruptions=corruptions,
-        severities=severities,
-        baseline=baseline,
-        source="files",
-        params="cifar",
-        image_size=size,
-        seed=0,
-        normalize_mean=mean,
-        normalize_std=std,
-        provenance=provenance_for(provenance, model, device, started),
-    )
+    return tally.finish(baseline, "files", "cifar", 0, provenance, started)
 
 
-def _file_passes(model, root, norm, plan, clean, clean_sums, sums, size, advance, device):
-    """Add the clean batches' metrics to `clean_sums` and each released file's to `sums`."""
-    corruptions, severities, batch_size, limit = plan
-    anatomy = anatomy_of(model, need_blocks=False)
-    with evaluating(model), torch.no_grad():
-        if clean_sums is not None and dist.is_main():
-            for images, labels in stream(clean, device=device):
-                clean_sums.add(anatomy.forward(model, norm(as_unit_float(images))).float(), labels)
-        for c in corruptions:
-            for s in severities:
-                for images, labels in cifar_c_batches(root, c, s, batch_size=batch_size,
-                                                      limit=limit):  # fmt: skip
-                    x, y = images.to(device), labels.to(device)
-                    size[:] = size or [int(x.shape[-2]), int(x.shape[-1])]
-                    sums[c, s].add(anatomy.forward(model, norm(x)).float(), y)
+def _file_passes(tally: _Tally, root: Path, clean, *, batch_size: int, limit, advance) -> None:
+    """Add the clean batches' metrics and each released file's to the tally."""
+    with evaluating(tally.model), torch.no_grad():
+        if tally.clean is not None and dist.is_main():
+            for images, labels in stream(clean, device=tally.device):
+                tally.add(tally.clean, as_unit_float(images), labels)
+        for c in tally.mine:
+            for s in tally.severities:
+                for x, y in cifar_c_batches(root, c, s, batch_size=batch_size, limit=limit):
+                    tally.add(tally.sums[c, s], x.to(tally.device), y.to(tally.device))
                 advance()
 
 
@@ -429,24 +437,11 @@ def clean_batches(dataset, batch_size: int = 256, limit: int | None = None) -> I
 # -- spec -----------------------------------------------------------------------------------------
 
 
-def _run(inputs: Inputs) -> CorruptionResult:
-    return corruption_robustness(
-        inputs.model,
-        inputs.batches,
-        normalize=inputs.normalize,
-        seed=inputs.seed,
-        device=inputs.device,
-        progress=inputs.progress,
-        provenance=inputs.provenance,
-        **inputs.options,
-    )
-
-
 SPEC = register_analysis(
     AnalysisSpec(
         name="corruptions",
         summary="accuracy under the 15 common corruptions at 5 severities (CIFAR-C/ImageNet-C)",
-        run=_run,
+        run=streamed(corruption_robustness, "normalize", "seed"),
         function=corruption_robustness,
         data="test_unit",
         section="features",

@@ -11,6 +11,7 @@ a small table and its figure as an inlined PNG: a few kilobytes, nothing loaded 
 from __future__ import annotations
 
 import base64
+import contextvars
 import dataclasses
 import html
 import io
@@ -20,23 +21,32 @@ from typing import TYPE_CHECKING, Any
 from vitlens.errors import VitlensError
 
 if TYPE_CHECKING:
+    from matplotlib.axes import Axes
     from matplotlib.figure import Figure
 
     from vitlens.analysis.result import Result
 
 MAX_ROWS = 12  # scalar fields shown in the display's table
 
+# The Axes a caller asked a one-panel figure to be drawn into (`plot(..., ax=ax)`); the figure
+# helpers of `vitlens.report.plots.common` read it, so every drawer honours it the same way.
+TARGET_AXES: contextvars.ContextVar[Axes | None] = contextvars.ContextVar("ax", default=None)
 
-def plot(results: Result | Sequence[Result], figure: str | None = None) -> Figure:
+
+def plot(
+    results: Result | Sequence[Result], figure: str | None = None, ax: Axes | None = None
+) -> Figure | Axes:
     """Several Results of one analysis overlaid (e.g. ViT against ResNet, as the paper draws
-    them), or one Result: the report's figure as a matplotlib Figure.
+    them), or one Result: the report's figure as a matplotlib Figure, or drawn into `ax`.
 
     Args:
-        results: one Result, or Results of the same analysis.
+        results: one Result, or Results of the same analysis, model and data scale.
         figure: which of the analysis's figures (default: its first), e.g. "corruptions_heatmap".
+        ax: draw a one-panel figure into these Axes and return them (a figure of several panels
+            refuses: draw it without `ax`).
 
     Raises:
-        VitlensError: no Results, Results of different analyses, or an unknown figure.
+        VitlensError: no Results, Results of different analyses or scales, or an unknown figure.
     """
     from vitlens.analysis.registry import get_analysis
     from vitlens.analysis.result import Result
@@ -51,15 +61,31 @@ def plot(results: Result | Sequence[Result], figure: str | None = None) -> Figur
     if empty:
         model = empty[0].provenance.model or "a model"
         raise VitlensError(f"the {kinds[0]} Result of {model} holds no values to draw")
+    _check_same_scale(items)
     figures = get_analysis(kinds[0]).figures
     chosen = [f for f in figures if figure in (None, f.name)]
     if not chosen:
         names = ", ".join(f.name for f in figures) or "none"
         raise VitlensError(f"{kinds[0]} has no figure {figure!r}; its figures: {names}")
+    token = TARGET_AXES.set(ax)
     try:
-        return _displayable(chosen[0].drawer()(items, None))
+        drawn = chosen[0].drawer()(items, None)
     except (ValueError, IndexError, KeyError, ZeroDivisionError) as err:
         raise VitlensError(f"cannot draw these {kinds[0]} Results: {err}") from None
+    finally:
+        TARGET_AXES.reset(token)
+    return ax if ax is not None else _displayable(drawn)
+
+
+def _check_same_scale(items: list[Result]) -> None:
+    """Overlaid curves must be measured on the same data: the same dataset and split."""
+    seen = {(r.provenance.dataset, r.provenance.split): r.provenance.model or "?" for r in items}
+    if len(seen) > 1:
+        described = "; ".join(
+            f"{model}: {', '.join(x for x in key if x) or 'unknown data'}"
+            for key, model in seen.items()
+        )
+        raise VitlensError(f"cannot overlay Results measured on different data ({described})")
 
 
 def _png(fig: Figure, dpi: int | None = None) -> bytes:

@@ -13,6 +13,38 @@ released that code (official_repo.md §4.6); this module is a verified re-implem
   rather than on the residual r. On CPUs a batched product costs no less than single ones, so
   block Lanczos (`block_size` > 1) is opt-in; it is meant for GPUs.
 - `hessian_spectrum` runs the whole recipe and returns a `HessianResult`.
+
+Arguments of `hessian_spectrum`:
+
+    model: The model (on its device; left unchanged).
+    data: (images, labels) batches, re-chunked to `batch_size` (see `fixed_batches`).
+    weight_decay: L2 coefficient (the training weight decay; 0.05 in the paper's ViT runs).
+    k: Eigenvalues per minibatch (paper: 5).
+    batch_size: Minibatch size (paper: 16).
+    n_batches: Number of minibatches (None: all the data gives).
+    objective: "nll+l2" (paper) or "nll".
+    augment: The training augmentation, e.g. `vitlens.data.BatchMixer(K)`; None: clean data.
+    which: Which eigenvalues; "magnitude" reproduces the paper's power-iteration semantics.
+    method: "lanczos" (fast) or "power" (PyHessian's algorithm).
+    tol: Convergence tolerance: for Lanczos on the eigenvalue error bound (`bound`), relative
+        to the largest |eigenvalue|; for power iteration the relative change per step.
+    max_iter: Hessian-vector products in total for Lanczos, or power iterations per
+        eigenvalue.
+    params: Parameter subset (None: all).
+    train_mode: Run the model in train mode.
+    density: Also estimate each minibatch's spectral density by SLQ, with
+        `density_vectors` start vectors of `density_steps` Lanczos steps.
+    trace: Also estimate each minibatch's Hessian trace by Hutch++ with `trace_matvecs`
+        Hessian-vector products.
+    curvature_batches: Only the first this many minibatches get the density and trace
+        (None: all): together they cost ~2.5x the top-5 eigenvalues of a minibatch.
+    seed: Base seed.
+    progress: Show a progress bar with ETA.
+    provenance: What to record about model and data; wall time and device are filled in.
+    bound: Lanczos stopping rule, "gap" (min(r, r^2 / gap): fewer products for the same
+        tolerance) or "residual" (r, the earlier rule).
+    block_size: Products per Lanczos step; above 1, block Lanczos with batched products
+        (worth it on GPUs; on CPUs a batched product is no cheaper than single ones).
 """
 
 from __future__ import annotations
@@ -265,41 +297,9 @@ def hessian_spectrum(
     block_size: int = 1,
 ) -> HessianResult:
     """The paper's Hessian max-eigenvalue spectrum: top-k eigenvalues of each minibatch, pooled.
-
     Under torchrun, minibatch i goes to rank i % world and the rows are gathered on every rank;
     augmentation and start vectors are seeded per minibatch, so the result does not depend on
-    the number of ranks.
-
-    Args:
-        model: The model (on its device; left unchanged).
-        data: (images, labels) batches, re-chunked to `batch_size` (see `fixed_batches`).
-        weight_decay: L2 coefficient (the training weight decay; 0.05 in the paper's ViT runs).
-        k: Eigenvalues per minibatch (paper: 5).
-        batch_size: Minibatch size (paper: 16).
-        n_batches: Number of minibatches (None: all the data gives).
-        objective: "nll+l2" (paper) or "nll".
-        augment: The training augmentation, e.g. `vitlens.data.BatchMixer(K)`; None: clean data.
-        which: Which eigenvalues; "magnitude" reproduces the paper's power-iteration semantics.
-        method: "lanczos" (fast) or "power" (PyHessian's algorithm).
-        tol: Convergence tolerance: for Lanczos on the eigenvalue error bound (`bound`), relative
-            to the largest |eigenvalue|; for power iteration the relative change per step.
-        max_iter: Hessian-vector products in total for Lanczos, or power iterations per
-            eigenvalue.
-        params: Parameter subset (None: all).
-        train_mode: Run the model in train mode.
-        density: Also estimate each minibatch's spectral density by SLQ, with
-            `density_vectors` start vectors of `density_steps` Lanczos steps.
-        trace: Also estimate each minibatch's Hessian trace by Hutch++ with `trace_matvecs`
-            Hessian-vector products.
-        curvature_batches: Only the first this many minibatches get the density and trace
-            (None: all): together they cost ~2.5x the top-5 eigenvalues of a minibatch.
-        seed: Base seed.
-        progress: Show a progress bar with ETA.
-        provenance: What to record about model and data; wall time and device are filled in.
-        bound: Lanczos stopping rule, "gap" (min(r, r^2 / gap): fewer products for the same
-            tolerance) or "residual" (r, the earlier rule).
-        block_size: Products per Lanczos step; above 1, block Lanczos with batched products
-            (worth it on GPUs; on CPUs a batched product is no cheaper than single ones).
+    the number of ranks. The arguments are described in the module docstring.
     """
     started = time.perf_counter()
     check_objective(objective, weight_decay)

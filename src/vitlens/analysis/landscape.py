@@ -415,23 +415,41 @@ def loss_landscape(
         model, directions, other, dims, seed, batches, train_mode,
         normalization=normalization, exclude_1d=exclude_1d, exclude=exclude,
     )  # fmt: skip
-    xs, ys, points = _grid_points(dims, steps, (-margin, 1 + margin) if other else (-span, span))
+    grid = _Grid.make(dims, steps, (-margin, 1 + margin) if other else (-span, span))
     evaluation = _Evaluation(model, criterion or nll_loss, l2, train_mode, seed, progress)
-    rows, n_seen = evaluation.run(batches(), points, found.vectors, order, n_batches)
-    return _assemble(
-        model, rows, n_seen, xs, ys, found, weight_decay, l2, started, provenance,
-        normalization=normalization, exclude_1d=exclude_1d, exclude=list(exclude),
-        seed=seed, augment=repr(augment) if augment is not None else "none",
-        train_mode=train_mode, order=order,
-    )  # fmt: skip
+    rows, n_seen = evaluation.run(batches(), grid.points, found.vectors, order, n_batches)
+    recorded = dict(normalization=normalization, exclude_1d=exclude_1d, exclude=list(exclude))
+    recorded.update(seed=seed, train_mode=train_mode, order=order, l2_convention=l2)
+    recorded["augment"] = repr(augment) if augment is not None else "none"
+    provenance = provenance_for(provenance, model, next(model.parameters()).device, started)
+    return _assemble(model, rows, n_seen, grid, found, weight_decay, provenance, recorded)
 
 
-def _grid_points(dims: int, steps: int, limits: tuple[float, float]):
-    """xs, ys ([] for 1-D) and the points, row by row (y outer, x fastest)."""
-    axis = torch.linspace(*limits, steps, dtype=torch.float64).tolist()
-    xs, ys = axis, (axis if dims == 2 else [])
-    points = [(x, y) for y in ys for x in xs] if dims == 2 else [(x,) for x in xs]
-    return xs, ys, points
+@dataclass(frozen=True)
+class _Grid:
+    """The grid's axes (ys is [] in 1-D) and its points, row by row (y outer, x fastest)."""
+
+    xs: list[float]
+    ys: list[float]
+    points: list[tuple[float, ...]]
+
+    @classmethod
+    def make(cls, dims: int, steps: int, limits: tuple[float, float]) -> _Grid:
+        axis = torch.linspace(*limits, steps, dtype=torch.float64).tolist()
+        ys = axis if dims == 2 else []
+        points = [(x, y) for y in ys for x in axis] if dims == 2 else [(x,) for x in axis]
+        return cls(axis, ys, points)
+
+
+@dataclass(frozen=True, order=True)
+class _PointSums:
+    """What one grid point gave: its index, NLL sum, correct predictions, samples and L2."""
+
+    point: int
+    nll_sum: float
+    correct: float
+    count: float
+    l2: float
 
 
 @dataclass
@@ -457,8 +475,8 @@ class _Evaluation:
     def _sums(self, x, t, batch: int, point: int) -> tuple[float, float, int]:
         return _batch_sums(self.model, x, t, self.criterion, self._forward_seed(batch, point))
 
-    def run(self, batches, points, directions, order, n_batches) -> tuple[list[tuple], int]:
-        """Rows (point index, nll sum, correct, count, l2) of every point, and batches seen."""
+    def run(self, batches, points, directions, order, n_batches) -> tuple[list[_PointSums], int]:
+        """The sums of every point (in point order, gathered across ranks), and batches seen."""
         rank, world = dist.rank(), dist.world()
         mine = list(range(rank, len(points), world))
         sums = np.zeros((len(mine), 3))  # nll sum, correct, count
@@ -497,46 +515,53 @@ class _Evaluation:
             perturber.restore()
         if n_seen == 0:
             raise VitlensError("no batches to evaluate: the data gave none")
-        rows = [(i, *sums[j].tolist(), l2s[j]) for j, i in enumerate(mine)]
+        rows = [_PointSums(i, *sums[j].tolist(), float(l2s[j])) for j, i in enumerate(mine)]
         return sorted(r for part in dist.all_gather_objects(rows) for r in part), n_seen
 
 
 def _assemble(
-    model, rows, n_seen, xs, ys, found: _Directions, weight_decay, l2, started, provenance, **kw
+    model: nn.Module,
+    rows: list[_PointSums],
+    n_seen: int,
+    grid: _Grid,
+    found: _Directions,
+    weight_decay: float,
+    provenance: Provenance,
+    recorded: dict,
 ) -> LandscapeResult:
-    nll = [r[1] / r[3] for r in rows]
-    acc = [r[2] / r[3] for r in rows]
-    l2v = [r[4] for r in rows]
+    """The Result from the points' sums; `recorded` holds the options stored as given."""
+    nll = [r.nll_sum / r.count for r in rows]
+    acc = [r.correct / r.count for r in rows]
+    l2v = [r.l2 for r in rows]
     loss = [a + weight_decay * b for a, b in zip(nll, l2v, strict=True)]
-    width = len(xs)
+    width = len(grid.xs)
 
-    def grid(values: list[float]) -> list[list[float]]:
+    def as_grid(values: list[float]) -> list[list[float]]:
         return [values[r : r + width] for r in range(0, len(values), width)]
 
     named = dict(model.named_parameters())
     moved = set().union(*found.vectors)
     if found.kind != "random":
-        kw["normalization"] = "given" if found.kind == "given" else "none"
+        recorded["normalization"] = "given" if found.kind == "given" else "none"
     return LandscapeResult(
-        provenance=provenance_for(provenance, model, next(model.parameters()).device, started),
-        dims=1 if not ys else 2,
-        xs=xs,
-        ys=ys,
-        loss=grid(loss),
-        nll=grid(nll),
-        l2=grid(l2v),
-        acc=grid(acc),
+        provenance=provenance,
+        dims=1 if not grid.ys else 2,
+        xs=grid.xs,
+        ys=grid.ys,
+        loss=as_grid(loss),
+        nll=as_grid(nll),
+        l2=as_grid(l2v),
+        acc=as_grid(acc),
         weight_decay=float(weight_decay),
-        l2_convention=l2,
-        l2_definition=L2_CONVENTIONS[l2],
+        l2_definition=L2_CONVENTIONS[recorded["l2_convention"]],
         excluded=[n for n in named if n not in moved],
         n_perturbed=sum(named[n].numel() for n in moved),
         direction_seeds=found.seeds,
         direction_kind=found.kind,
         direction_eigenvalues=found.eigenvalues,
         n_batches=n_seen,
-        n_samples=int(rows[0][3]) if rows else 0,
-        **kw,
+        n_samples=int(rows[0].count) if rows else 0,
+        **recorded,
     )
 
 

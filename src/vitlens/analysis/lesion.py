@@ -111,10 +111,7 @@ def lesion(
         batches: (images, labels) pairs of a labelled split, e.g. the test DataLoader.
         blocks: names of the blocks to lesion (default: every block with a residual branch;
             an empty list evaluates only the intact model).
-        max_batches: use at most this many batches (None: all).
-        device: `cpu`, `cuda`, `mps` or `auto`.
-        progress: show a progress bar.
-        provenance: what to record about the model and data; wall time and device are filled in.
+        max_batches, device, progress, provenance: as for every feature analysis (api.md).
 
     Raises:
         VitlensError: a named block does not exist or has no residual branch.
@@ -231,7 +228,9 @@ def c13_stage_end_msa(view: StudyView) -> Claim:
         )
         per_model.append(f"{model}: holds in {sum(held)} of {len(stages)} stages ({per_stage})")
     if not per_model:
-        return not_measured("C13", claim, paper)
+        why = "no model with lesions has MSAs in more than one stage, or after other units of"
+        why += " its stage (the rule needs a model such as AlterNet, Swin or PiT)"
+        return not_measured("C13", claim, paper, why)
     measured = "last MSA vs mean of the units before it; " + "; ".join(per_model)
     return Claim("C13", claim, paper, measured, all(verdicts), min(margins))
 

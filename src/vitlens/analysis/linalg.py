@@ -9,6 +9,15 @@ Algorithms (all on flat 1-D vectors; randomness only through `seed`):
 - `lanczos`: extreme eigenvalues by the Lanczos process with full re-orthogonalization
   (Golub & Van Loan, *Matrix Computations*, §10.1); stops on a residual bound, or on the sharper
   gap bound |lambda - theta| <= r^2 / gap (Parlett, *The Symmetric Eigenvalue Problem*, §11.7).
+  Each new Lanczos vector is orthogonalized against all previous ones (twice), so no ghost copies
+  appear and the Ritz values are those of an exact Rayleigh-Ritz projection on the Krylov space.
+  It stops when every wanted Ritz pair has residual ||A y - theta y|| = |beta_m s_m| <=
+  tol * max|theta|; by Kahan's bound each value is then within that residual of an eigenvalue.
+  With `bound="gap"` the test is on min(r, r^2 / gap) (see `_error_bounds`): once a Ritz value
+  is separated from the others its error falls like the square of its residual, so this stops
+  several steps earlier at the same tolerance on the eigenvalue itself. If the Krylov space
+  becomes invariant first, it restarts from a random vector orthogonal to it, which also finds
+  further copies of repeated eigenvalues (one start vector alone sees one copy).
 - `block_lanczos`: the same Rayleigh-Ritz on a block Krylov space, so that each step applies the
   operator to `block_size` vectors at once (`matmat`: one batched double backward for the Hessian).
 - `power_iteration`: power iteration with deflation by orthogonalization, exactly as PyHessian
@@ -253,41 +262,24 @@ def lanczos(
     return_vectors: bool = False,
     bound: Bound = "residual",
 ) -> Eigs:
-    """Extreme eigenvalues of a symmetric operator by Lanczos with full re-orthogonalization.
-
-    Each new Lanczos vector is orthogonalized against all previous ones (twice), so no ghost
-    copies appear and the Ritz values are those of an exact Rayleigh-Ritz projection on the
-    Krylov space. Iteration stops when every wanted Ritz pair has residual
-    ||A y - theta y|| = |beta_m s_m| <= tol * max|theta|; by Kahan's bound each returned value is
-    then within that residual of a true eigenvalue. If the Krylov space becomes invariant before
-    that, the process restarts from a fresh random vector orthogonal to it, which also recovers
-    further copies of repeated eigenvalues. (Without exhaustion, one start vector sees one copy.)
-    With `bound="gap"` the test is on min(r, r^2 / gap) instead (see `_error_bounds`): a Ritz
-    value's error falls like the square of its residual once it is separated from the others, so
-    this stops several steps earlier at the same tolerance on the eigenvalue itself.
+    """Extreme eigenvalues by Lanczos with full re-orthogonalization (see the module docstring).
 
     Args:
-        op: The operator.
-        k: How many eigenvalues (for `which="both"`, k at each end).
-        which: "largest" (descending), "smallest" (ascending, most negative first), "both"
-            (2k values, descending), or "magnitude" (largest |lambda|, by descending |lambda|:
-            what power iteration finds).
+        op, k: The operator; how many eigenvalues (for `which="both"`, k at each end).
+        which: "largest" (descending), "smallest" (ascending), "both" (2k values, descending),
+            or "magnitude" (by descending |lambda|: what power iteration finds).
         max_iter: Most Lanczos steps (operator applications); default min(size, max(4k, 100)).
-        tol: Relative tolerance on the error bound (relative to the largest |Ritz value|).
-        seed: Seed of the start vector (and of restarts).
-        return_vectors: Also return the Ritz vectors (one extra (size, k) product with Q).
-        bound: "residual" (Kahan: |lambda - theta| <= r) or "gap" (min(r, r^2 / gap)).
-
-    Returns:
-        `Eigs`, eigenvalues as float64 on the CPU.
+        tol: Tolerance on the error bound, relative to the largest |Ritz value|; `bound`:
+            "residual" (Kahan: |lambda - theta| <= r) or "gap" (min(r, r^2 / gap)).
+        seed, return_vectors: Seed of the start vector and restarts; also return the Ritz
+            vectors (one extra (size, k) product with Q). Returns `Eigs` (float64, CPU).
     """
     n = op.size
     need = 2 * k if which == "both" else k
     max_iter = _lanczos_steps(n, need, max_iter)
     gen = _generator(seed)
     basis = _Basis(n, op.dtype, op.device)
-    alphas: list[float] = []
-    betas: list[float] = []
+    alphas, betas = [], []  # the tridiagonal T's diagonal and off-diagonal
     v, beta, converged = _randn(op, gen), 0.0, False
     block = 0  # first step of the current Krylov block (> 0 after a restart)
     for j in range(max_iter):
@@ -304,14 +296,8 @@ def lanczos(
         scale = max(theta.abs().max().item(), torch.finfo(torch.float64).tiny)
         # Dropping a beta this small moves no Ritz value by more than the tolerance allows.
         invariant = beta <= min(tol, math.sqrt(torch.finfo(op.dtype).eps)) * scale
-        if invariant and j + 1 < n:
-            # The Krylov space is (numerically) invariant: restart orthogonally to it, which
-            # finds further copies of repeated eigenvalues; T gets a zero off-diagonal.
-            beta = 0.0
-            betas.append(0.0)
-            block = j + 1
-            v = basis.orthogonalize(_randn(op, gen))
-            v = v / v.norm()
+        if invariant and j + 1 < n:  # restart orthogonally to the (invariant) Krylov space
+            v, beta, block = _restart(op, basis, gen, betas), 0.0, j + 1
             continue
         if j + 1 >= need and _ritz_settled(
             theta, s, beta, (k, which, bound, tol * scale), alphas[block:], betas[block:], block
@@ -323,12 +309,21 @@ def lanczos(
             v = w / beta
     # Converged or out of steps: report the current Ritz values and their residuals.
     idx = _wanted(theta, k, which)
-    res = (beta * s[-1, idx]).abs()
-    vectors = None
-    if return_vectors:
-        y = s[:, idx].to(device=op.device, dtype=op.dtype)
-        vectors = basis.q.T @ y  # (n, m) @ (m, k) -> (n, k)
-    return Eigs(theta[idx], vectors, res, converged, len(alphas))
+    vectors = _ritz_vectors(op, basis, s[:, idx]) if return_vectors else None
+    return Eigs(theta[idx], vectors, (beta * s[-1, idx]).abs(), converged, len(alphas))
+
+
+def _restart(op: LinearOperator, basis: _Basis, gen, betas: list[float]) -> torch.Tensor:
+    """A random unit vector orthogonal to the basis; T gets a zero off-diagonal. Restarting
+    finds further copies of repeated eigenvalues."""
+    betas.append(0.0)
+    v = basis.orthogonalize(_randn(op, gen))
+    return v / v.norm()
+
+
+def _ritz_vectors(op: LinearOperator, basis: _Basis, s: torch.Tensor) -> torch.Tensor:
+    """Q^T S: (n, m) @ (m, k) -> (n, k), in the operator's dtype and device."""
+    return basis.q.T @ s.to(device=op.device, dtype=op.dtype)
 
 
 def _lanczos_steps(n: int, need: int, max_iter: int | None) -> int:
@@ -449,11 +444,9 @@ def power_iteration(
     bounds the change per step, not the error, which converges like (lambda_2 / lambda_1)^(2t).
 
     Args:
-        op: The operator.
-        k: How many eigenvalues.
+        op, k: The operator, and how many eigenvalues.
         tol: Relative change between consecutive estimates that ends an eigenvalue.
-        max_iter: Most iterations per eigenvalue.
-        seed: Seed of the start vectors.
+        max_iter, seed: Most iterations per eigenvalue; seed of the start vectors.
         return_vectors: Also return the eigenvector estimates.
 
     Returns:

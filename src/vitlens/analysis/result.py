@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
-import importlib
 import json
 import platform
 import types
@@ -23,9 +22,6 @@ from vitlens.atomic import write_json
 from vitlens.errors import VitlensError
 
 _REGISTRY: dict[str, type[Result]] = {}
-
-# Results that are not an analysis's (the build-up search) are defined here.
-_OTHER_RESULT_MODULES = ("vitlens.buildup",)
 
 
 @dataclass(frozen=True)
@@ -65,6 +61,9 @@ class Result:
 
     analysis: ClassVar[str] = ""
     schema: ClassVar[int] = 1
+    # For tables: which index of a list field runs over the blocks when it is not the first
+    # (None: the field has no block axis, e.g. one entry per image).
+    block_axes: ClassVar[dict[str, int | None]] = {}
 
     provenance: Provenance = field(default_factory=Provenance)
 
@@ -87,11 +86,12 @@ class Result:
         """Write as JSON to `path` atomically (temporary file, then rename)."""
         return write_json(path, self.to_dict(), indent=1)
 
-    def plot(self, figure: str | None = None):
-        """This Result's figure, drawn by the report's own function: a matplotlib Figure."""
+    def plot(self, figure: str | None = None, ax=None):
+        """This Result's figure, drawn by the report's own function: a matplotlib Figure, or,
+        for a one-panel figure, drawn into the matplotlib Axes `ax` (which it returns)."""
         from vitlens.analysis.display import plot
 
-        return plot(self, figure)
+        return plot(self, figure, ax)
 
     def _repr_html_(self) -> str:
         """Jupyter's display: a header, the key numbers and the figure, inlined."""
@@ -100,14 +100,46 @@ class Result:
         return result_html(self)
 
 
+# -- Results that are not an analysis's ---------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class BuildupResult(Result):
+    """Every candidate of a build-up search (`vitlens.buildup`), kept here with the other Result
+    classes so that reading one never imports a layer above the analyses.
+
+    Attributes:
+        base: the registered AlterNet configuration searched over.
+        depths: blocks per stage.
+        candidates: in training order, dicts with `msa` (MSA blocks per stage), `accuracy` and
+            `nll` (on the validation split, which decided), `test_accuracy` and `test_nll`
+            (reported only, measured after the search), `kept` (whether the search accepted
+            it) and `run` (its run folder).
+        best_msa: the accepted layout at the end of the search.
+        best_accuracy: its validation accuracy.
+        best_test_accuracy: its test accuracy (not used to choose it).
+        decided_on: which split's accuracy decided ("validation").
+        validation: how the validation split was carved (fraction, seed, sizes).
+    """
+
+    analysis: ClassVar[str] = "buildup"
+
+    base: str = ""
+    depths: list[int] = field(default_factory=list)
+    candidates: list[dict[str, Any]] = field(default_factory=list)
+    best_msa: list[int] = field(default_factory=list)
+    best_accuracy: float | None = None
+    best_test_accuracy: float | None = None
+    decided_on: str = "validation"
+    validation: dict[str, Any] = field(default_factory=dict)
+
+
 def result_class(name: Any) -> type[Result]:
     """The Result class of the analysis (or other result kind) `name`."""
     if name not in _REGISTRY:
         from vitlens.analysis.registry import load_builtin
 
         load_builtin()  # every analysis module defines its Result class
-    for module in _OTHER_RESULT_MODULES if name not in _REGISTRY else ():
-        importlib.import_module(module)
     if name not in _REGISTRY:
         raise VitlensError(f"unknown result kind {name!r}; known: {sorted(_REGISTRY)}")
     return _REGISTRY[name]

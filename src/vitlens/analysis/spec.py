@@ -264,9 +264,10 @@ FEATURE_BUDGETS = {
 }
 
 
-def streamed(function: Callable[..., Result]) -> Callable[[Inputs], Result]:
+def streamed(function: Callable[..., Result], *fields: str) -> Callable[[Inputs], Result]:
     """`run` for an analysis that is `function(model, batches, device=, progress=,
-    provenance=, **options)`: the feature-map analyses."""
+    provenance=, **options)`, the feature-map analyses, plus the `Inputs` fields named in
+    `fields` passed under their own names (e.g. `streamed(cka, "other")`)."""
 
     def run(inputs: Inputs) -> Result:
         return function(
@@ -275,6 +276,7 @@ def streamed(function: Callable[..., Result]) -> Callable[[Inputs], Result]:
             device=inputs.device,
             progress=inputs.progress,
             provenance=inputs.provenance,
+            **{name: getattr(inputs, name) for name in fields},
             **inputs.options,
         )
 

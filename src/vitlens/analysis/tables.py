@@ -80,20 +80,30 @@ def rows(result: Result) -> list[dict[str, Any]]:
     for metric, value in data.items():
         if metric in _companions(primary) | _companions(second):
             continue
-        per_block = bool(names) and isinstance(value, list) and len(value) == len(names)
+        axis = type(result).block_axes.get(metric, 0)
+        per_block = axis is not None and _runs_over(value, axis, len(names)) if names else False
         for path, number in _leaves(value):
             row = dict.fromkeys(COLUMNS, "") | base | {"metric": metric, "value": number}
             if per_block:
-                i, path = int(path[0]), path[1:]
+                i, path = int(path[axis]), path[:axis] + path[axis + 1 :]
                 row["block"] = names[i]
                 for column, values in label.items():
                     row[column.rstrip("s")] = values[i] if i < len(values) else ""
-                inner = value[i]
+                inner = value[i] if axis == 0 else None
                 if others and path and isinstance(inner, list) and len(inner) == len(others):
                     row["other"] = others[int(path[0])]
             row["index"] = ".".join(path)
             out.append(row)
     return out
+
+
+def _runs_over(value: Any, axis: int, n: int) -> bool:
+    """Whether index `axis` of the nested list `value` has length `n` everywhere."""
+    if not isinstance(value, list):
+        return False
+    if axis == 0:
+        return len(value) == n
+    return all(_runs_over(item, axis - 1, n) for item in value) and bool(value)
 
 
 def to_frame(result: Result):

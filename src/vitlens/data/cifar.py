@@ -78,16 +78,10 @@ def read_cifar_batches(
 ) -> tuple[torch.Tensor, torch.Tensor, tuple[str, ...]]:
     """Read one split of CIFAR-10/100 from the extracted pickle files.
 
-    Args:
-        root: The data root that holds `cifar-10-batches-py/` or `cifar-100-python/` (or that
-            folder itself).
-        name: "cifar10" or "cifar100".
-        split: "train" or "test".
-        verify: Check each file's MD5 against torchvision's list of the official files.
-
-    Returns:
-        Images as uint8 `(N, 3, 32, 32)`, labels as int64 `(N,)`, and the class names from the
-        meta file.
+    `root` holds `cifar-10-batches-py/` or `cifar-100-python/` (or is that folder); `name` is
+    "cifar10" or "cifar100", `split` "train" or "test"; `verify` checks each file's MD5 against
+    torchvision's list of the official files. Returns uint8 images `(N, 3, 32, 32)`, int64
+    labels `(N,)` and the class names of the meta file.
 
     Raises:
         VitlensError: If a file is missing, fails its checksum, or is not a CIFAR batch.

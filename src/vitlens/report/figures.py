@@ -10,6 +10,7 @@ from pathlib import Path
 
 from vitlens.analysis.registry import get_analysis
 from vitlens.analysis.result import Result
+from vitlens.atomic import write_error
 
 
 def draw(results: Sequence[Result], folder: str | Path, stem: str = "") -> list[Path]:
@@ -19,7 +20,10 @@ def draw(results: Sequence[Result], folder: str | Path, stem: str = "") -> list[
         return []
     analysis = results[0].analysis
     folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as err:  # e.g. `figures` is a file, or the disk is read-only
+        raise write_error(folder, err) from None
     paths = []
     for figure in get_analysis(analysis).figures:
         path = folder / f"{stem}{figure.name}.png"

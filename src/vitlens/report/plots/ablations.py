@@ -9,19 +9,17 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from vitlens.ablations import curvature_results
 from vitlens.analysis.claim import StudyView
+from vitlens.report.plots.common import grid_figure
 from vitlens.report.png import save_png
 
 
 def _figure(panels: int) -> tuple[Figure, list]:
-    fig = Figure(figsize=(4.0 * panels, 3.2), layout="constrained")
-    FigureCanvasAgg(fig)
-    axes = fig.subplots(1, panels, squeeze=False)[0]
-    return fig, list(axes)
+    fig, axes = grid_figure(1, panels, 4.0, 3.2)
+    return fig, list(axes[0])
 
 
 def _pairs(view: StudyView, group: str):

@@ -14,6 +14,7 @@ from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+from vitlens.analysis.display import TARGET_AXES
 from vitlens.analysis.result import Result
 from vitlens.errors import VitlensError
 
@@ -51,6 +52,12 @@ def check_kind(results: Sequence[Result], kind: type[Result]) -> None:
 
 
 def grid_figure(rows: int, cols: int, width: float, height: float) -> tuple[Figure, np.ndarray]:
+    """A figure of rows x cols panels; a one-panel figure goes into the caller's Axes when
+    `plot(..., ax=)` gave some."""
+    if rows * cols == 1 and TARGET_AXES.get() is not None:
+        ax = TARGET_AXES.get()
+        return ax.figure, np.array([[ax]])
+    _refuse_target(rows * cols)
     fig = Figure(figsize=(width * cols, height * rows), layout="constrained")
     FigureCanvasAgg(fig)
     axes = np.atleast_2d(fig.subplots(rows, cols, squeeze=False))
@@ -105,9 +112,25 @@ def block_ticks(ax: Axes, names: Sequence[str], axis: str) -> None:
 
 
 def new_figure(width: float, height: float) -> Figure:
+    """An empty figure for drawers that lay out their own panels (none takes a caller's Axes)."""
+    _refuse_target(2)
     fig = Figure(figsize=(width, height), layout="constrained")
     FigureCanvasAgg(fig)
     return fig
+
+
+def one_axes(width: float, height: float) -> tuple[Figure, Axes]:
+    """The figure and Axes of a one-panel drawing: the caller's Axes when it gave some."""
+    fig, axes = grid_figure(1, 1, width, height)
+    return fig, axes[0, 0]
+
+
+def _refuse_target(panels: int) -> None:
+    if TARGET_AXES.get() is not None:
+        raise VitlensError(
+            f"this figure has {panels} or more panels and cannot be drawn into one Axes; "
+            "call plot() without ax= to get its Figure"
+        )
 
 
 def model_labels(results: Sequence, labels: Sequence[str] | None) -> list[str]:

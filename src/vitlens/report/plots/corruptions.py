@@ -6,11 +6,16 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure
 
 from vitlens.analysis.corruptions import CorruptionResult
-from vitlens.report.plots.common import FROST_NOTE, as_results, corruption_label, result_names
+from vitlens.report.plots.common import (
+    FROST_NOTE,
+    as_results,
+    corruption_label,
+    grid_figure,
+    one_axes,
+    result_names,
+)
 from vitlens.report.png import save_png
 
 
@@ -25,9 +30,8 @@ def plot_corruption_heatmap(
     """
     items = as_results(results, CorruptionResult)
     rows = max(len(r.corruptions) for r in items)
-    fig = Figure(figsize=(1.2 + 0.75 * 5 * len(items), 1.0 + 0.38 * rows), layout="constrained")
-    FigureCanvasAgg(fig)
-    axes = np.atleast_1d(fig.subplots(1, len(items), squeeze=False)[0])
+    fig, grid = grid_figure(1, len(items), 1.2 / len(items) + 3.75, 1.0 + 0.38 * rows)
+    axes = grid[0]
     image = None
     names = result_names(items)
     for i, (ax, r) in enumerate(zip(axes, items, strict=True)):
@@ -62,10 +66,7 @@ def plot_corruption_bars(
     """
     items = as_results(results, CorruptionResult)
     names = list(dict.fromkeys(c for r in items for c in r.corruptions))
-    fig = Figure(figsize=(max(6.0, 0.55 * len(names) * max(1, len(items) / 2)), 4.2),
-                 layout="constrained")  # fmt: skip
-    FigureCanvasAgg(fig)
-    ax = fig.subplots()
+    fig, ax = one_axes(max(6.0, 0.55 * len(names) * max(1, len(items) / 2)), 4.2)
     width = 0.8 / len(items)
     x = np.arange(len(names))
     labels = result_names(items)

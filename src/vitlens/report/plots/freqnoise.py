@@ -5,11 +5,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure
-
 from vitlens.analysis.freqnoise import FreqNoiseResult
-from vitlens.report.plots.common import as_results
+from vitlens.report.plots.common import as_results, one_axes
 from vitlens.report.png import save_png
 
 
@@ -36,9 +33,7 @@ def plot_frequency_noise(
     all_eps = sorted({e for r in items for e, _ in _eps_curves(r)}, reverse=True)
     styles = ["-", "--", ":", "-."]
     markers = ["o", "s", "^", "v", "D"]
-    fig = Figure(figsize=(5.8, 4.0), layout="constrained")
-    FigureCanvasAgg(fig)
-    ax = fig.subplots()
+    fig, ax = one_axes(5.8, 4.0)
     colours: dict[str, str] = {}
     for r in items:
         for e, curves in _eps_curves(r):

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from vitlens.analysis.hessian import HessianResult
-from vitlens.report.plots.common import check_kind, gaussian_kde, model_labels, new_figure
+from vitlens.report.plots.common import check_kind, gaussian_kde, model_labels, new_figure, one_axes
 from vitlens.report.png import save_png
 
 
@@ -31,8 +31,11 @@ def plot_hessian_spectra(
     pad = 0.1 * (hi - lo) if hi > lo else 1.0
     grid = np.linspace(lo - pad, hi + pad, 512)
     with_density = [(n, r) for n, r in zip(names, results, strict=True) if r.density_nodes]
-    fig = new_figure(12.0 if with_density else 6.4, 4.0)
-    ax = fig.add_subplot(1, 2 if with_density else 1, 1)
+    if with_density:
+        fig = new_figure(12.0, 4.0)
+        ax = fig.add_subplot(1, 2, 1)
+    else:
+        fig, ax = one_axes(6.4, 4.0)
     for name, r, p in zip(names, results, pooled, strict=True):
         density = gaussian_kde(p, grid, bandwidth)
         label = f"{name} (NEP {100 * r.nep:.1f}%, APE {r.ape:.3g})"

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from vitlens.analysis.landscape import LandscapeResult
-from vitlens.report.plots.common import check_kind, model_labels, new_figure
+from vitlens.report.plots.common import check_kind, model_labels, new_figure, one_axes
 from vitlens.report.png import save_png
 
 
@@ -60,8 +60,7 @@ def plot_landscape_curves(
     """1-D landscapes overlaid (for 2-D results, the row nearest y = 0)."""
     check_kind(results, LandscapeResult)
     names = model_labels(results, labels)
-    fig = new_figure(6.4, 4.0)
-    ax = fig.add_subplot()
+    fig, ax = one_axes(6.4, 4.0)
     for name, r in zip(names, results, strict=True):
         z = r.grid(quantity)
         row = int(np.argmin(np.abs(np.asarray(r.ys)))) if r.dims == 2 else 0

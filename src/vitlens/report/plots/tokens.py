@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from vitlens.analysis.tokens import TokensResult
-from vitlens.report.plots.common import check_kind, new_figure, result_title
+from vitlens.report.plots.common import check_kind, one_axes, result_title
 from vitlens.report.png import save_png
 
 
@@ -26,8 +26,7 @@ def norm_curves(r: TokensResult) -> dict[str, list[float]]:
 def plot_tokens(results: Sequence[TokensResult], path: str | Path) -> Path:
     """Token norms after each block against depth, one colour per model."""
     check_kind(results, TokensResult)
-    fig = new_figure(6.0, 3.6)
-    ax = fig.subplots()
+    fig, ax = one_axes(6.0, 3.6)
     styles = {"patch median": "-", "patch max": ":", "prefix mean": "--"}
     for r in results:
         colour = None
