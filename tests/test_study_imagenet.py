@@ -41,7 +41,7 @@ def imagenet_folder(root) -> None:
 
 
 @pytest.mark.slow
-def test_imagenet_preset_imports_and_measures_c9_to_c13(tmp_path, monkeypatch):
+def test_imagenet_preset_imports_and_measures_c9_to_c12(tmp_path, monkeypatch):
     from vitlens.study import start_study
 
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))

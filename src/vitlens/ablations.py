@@ -98,10 +98,18 @@ def ablation_members(plan, seed: int) -> list[Member]:
     hessian, top_k_only = tuple(declared), declared
     smallest = min(abl["fractions"], default=None)
     out = [
-        Member(seeded(f"{base}+frac{f}", seed), base, seed, "fraction", f, f,
-               analyses=hessian if f == smallest else (), options=top_k_only)
+        Member(
+            seeded(f"{base}+frac{f}", seed),
+            base,
+            seed,
+            "fraction",
+            f,
+            f,
+            analyses=hessian if f == smallest else (),
+            options=top_k_only,
+        )
         for f in abl["fractions"]
-    ]  # fmt: skip
+    ]
     scale = abl["scale"]
 
     def variant(name: str, group: str, value: Any, **args: Any) -> Member:
@@ -130,8 +138,9 @@ def comparisons(plan, seed: int) -> dict[str, list[tuple[Any, str]]]:
         return {}
     main = seeded(base, seed)
     at_scale = [m.key for m in variants if m.group == "baseline"]
-    at_scale += [m.key for m in variants
-                 if m.group == "fraction" and m.value == plan.ablations["scale"]]  # fmt: skip
+    at_scale += [
+        m.key for m in variants if m.group == "fraction" and m.value == plan.ablations["scale"]
+    ]
     scaled = at_scale[0] if at_scale else main
     heads = MODELS[base].config.get("heads")
     out: dict[str, list[tuple[Any, str]]] = {
@@ -168,8 +177,9 @@ def c3_less_data(view: StudyView) -> Claim:
     err = [1 - r["test_acc"] for _, r in rows]
     nll = [r["train_nll"] for _, r in rows]
     margin = min(err[-1] - err[0], nll[-1] - nll[0])
-    measured = " → ".join(f"{f:.0%}: err {e:.1%}, NLL {n:.3f}" for (f, _), e, n in
-                          zip(rows, err, nll, strict=True))  # fmt: skip
+    measured = " → ".join(
+        f"{f:.0%}: err {e:.1%}, NLL {n:.3f}" for (f, _), e, n in zip(rows, err, nll, strict=True)
+    )
     return Claim("C3", claim, paper, measured, margin > 0, margin)
 
 

@@ -338,9 +338,14 @@ def explain_command(
     from vitlens.explaining import explain
 
     done = explain(
-        run, out=out, images=image or [], class_index=class_, n_images=images_from_test,
-        data_dir=data_dir, device=device,
-    )  # fmt: skip
+        run,
+        out=out,
+        images=image or [],
+        class_index=class_,
+        n_images=images_from_test,
+        data_dir=data_dir,
+        device=device,
+    )
     for note in done.notes:
         console.print(f"note: {note}", highlight=False)
     console.print(f"explain: {done.page}")

@@ -165,8 +165,11 @@ def explain(
     with folder_lock(out, "explain folder"):
         maps = attention_maps_of(subject.model, batches, class_index=class_index, provenance=prov)
         found = {"attention_maps": maps}
-        for name, run_one in (("embeddings", embeddings), ("tokens", tokens),
-                              ("attention", attention_stats)):  # fmt: skip
+        for name, run_one in (
+            ("embeddings", embeddings),
+            ("tokens", tokens),
+            ("attention", attention_stats),
+        ):
             result = _optional(run_one, subject.model, batches, notes=notes, provenance=prov)
             if result is not None:
                 found[name] = result

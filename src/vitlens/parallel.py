@@ -87,9 +87,11 @@ def run_side_by_side(
     function and the jobs picklable."""
     context = multiprocessing.get_context("spawn")
     with cf.ProcessPoolExecutor(
-        workers.processes, mp_context=context, initializer=_start_worker,
+        workers.processes,
+        mp_context=context,
+        initializer=_start_worker,
         initargs=(workers.threads,),
-    ) as pool:  # fmt: skip
+    ) as pool:
         futures = {pool.submit(_timed, work, job): i for i, job in enumerate(jobs)}
         for future in cf.as_completed(futures):
             try:

@@ -175,11 +175,12 @@ class Study:
         side_by_side = plan_workers(workers, resolve_device(self.plan.device).type)
         members = study_members(self.plan)
         training = [
-            (f"import/{m.key}", ("import", m)) if m.key in self.plan.imports
+            (f"import/{m.key}", ("import", m))
+            if m.key in self.plan.imports
             else (f"train/{m.key}", ("train", m))
             for m in members
             if m.key not in self.plan.runs
-        ]  # fmt: skip
+        ]
         self._steps(training, side_by_side)
         analysing = []
         for name in self.plan.analyses:
@@ -269,9 +270,12 @@ class Study:
         dist.barrier()
         # The report reads each run's final metrics only: no test pass after every epoch.
         Trainer(
-            self.plan.train_config(member), out, resume=resume, quiet=self.quiet,
+            self.plan.train_config(member),
+            out,
+            resume=resume,
+            quiet=self.quiet,
             evaluate_every_epoch=False,
-        ).run()  # fmt: skip
+        ).run()
         return [out]
 
     def _import(self, member) -> list[Path]:

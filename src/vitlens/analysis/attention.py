@@ -195,9 +195,13 @@ class _AttentionReader:
         if block.name not in self.accumulators:
             images = self.images
             geometry = resolve_geometry(
-                block, tuple(attn.shape), images.shape[0], grid, images.shape[-2:],
+                block,
+                tuple(attn.shape),
+                images.shape[0],
+                grid,
+                images.shape[-2:],
                 self.windows[block.name],
-            )  # fmt: skip
+            )
             self.accumulators[block.name] = AttentionAccumulator(
                 geometry, attn.shape[1], attn.device
             )
@@ -250,9 +254,12 @@ def attention_stats(
             tapping(blocks, reader.on_tap),
         ):
             for images, _ in stream(
-                batches, max_batches=max_batches, device=device, progress=progress,
+                batches,
+                max_batches=max_batches,
+                device=device,
+                progress=progress,
                 description="attention",
-            ):  # fmt: skip
+            ):
                 reader.images = images
                 anatomy.run(model, images)
                 n_images += int(images.shape[0])

@@ -270,9 +270,13 @@ class _MapReader:
         images = self.images
         try:
             geometry = resolve_geometry(
-                block, tuple(attn.shape), images.shape[0], grid, images.shape[-2:],
+                block,
+                tuple(attn.shape),
+                images.shape[0],
+                grid,
+                images.shape[-2:],
                 window_of(self.model, source),
-            )  # fmt: skip
+            )
         except VitlensError as err:
             self.unread[block.name] = str(err)
             return
@@ -428,9 +432,12 @@ def attention_maps_of(
     out, capture, n_batches = _Collected(), None, 0
     with evaluating(model):
         for images, labels in stream(
-            batches, max_batches=max_batches, device=device, progress=progress,
+            batches,
+            max_batches=max_batches,
+            device=device,
+            progress=progress,
             description="attention maps",
-        ):  # fmt: skip
+        ):
             capture = _one_batch(model, images, labels, class_index, head_fusion, out)
             n_batches += 1
     if capture is None:

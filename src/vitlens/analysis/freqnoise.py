@@ -315,13 +315,15 @@ def _result(names, setting: _Setting, sums: _Sums, provenance) -> FreqNoiseResul
     by_eps = []
     for j, e in enumerate(setting.eps_values):
         acc = {k: [rows[k, j, i]["acc"] for i in range(n_freqs)] for k in names}
-        by_eps.append({
-            "eps": e,
-            "accuracy": acc,
-            "nll": {k: [rows[k, j, i]["nll"] for i in range(n_freqs)] for k in names},
-            "delta_accuracy": {k: [a - c0[k]["acc"] for a in acc[k]] for k in names},
-            "rms": [float(v) / max(n_images, 1) for v in sums.rms[j]],
-        })  # fmt: skip
+        by_eps.append(
+            {
+                "eps": e,
+                "accuracy": acc,
+                "nll": {k: [rows[k, j, i]["nll"] for i in range(n_freqs)] for k in names},
+                "delta_accuracy": {k: [a - c0[k]["acc"] for a in acc[k]] for k in names},
+                "rms": [float(v) / max(n_images, 1) for v in sums.rms[j]],
+            }
+        )
     top = by_eps[-1]  # the largest eps
     return FreqNoiseResult(
         models=names,

@@ -49,6 +49,7 @@ Arguments of `hessian_spectrum`:
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -216,9 +217,49 @@ def density_and_trace(
     return out
 
 
-def _extra_fields(rows: list[tuple]) -> dict[str, Any]:
-    index = [r[0] for r in rows if r[6]]
-    extras = [r[6] for r in rows if r[6]]
+@dataclass(frozen=True, order=True)
+class _Row:
+    """One minibatch's spectrum (ordered by minibatch index)."""
+
+    index: int
+    eigenvalues: list[float]
+    loss: float
+    nll: float
+    n_matvecs: int
+    converged: bool
+    curvature: dict[str, Any] = field(default_factory=dict, compare=False)  # density, trace
+
+
+@dataclass(frozen=True)
+class _Settings:
+    """The arguments of `hessian_spectrum` that every minibatch (and the Result) uses."""
+
+    objective: str
+    weight_decay: float
+    params: ParamSelection | None
+    train_mode: bool
+    seed: int
+    k: int
+    which: str
+    method: str
+    tol: float
+    max_iter: int
+    bound: str
+    block_size: int
+    curvature_batches: int | None
+    extra: dict[str, int]  # the SLQ and Hutch++ budgets
+    batch_size: int
+    augment: Augment | None
+
+    @classmethod
+    def of(cls, arguments: dict[str, Any]) -> _Settings:
+        """From the caller's arguments, by name."""
+        return cls(**{f.name: arguments[f.name] for f in dataclasses.fields(cls)})
+
+
+def _extra_fields(rows: list[_Row]) -> dict[str, Any]:
+    index = [r.index for r in rows if r.curvature]
+    extras = [r.curvature for r in rows if r.curvature]
     fields: dict[str, Any] = {"curvature_batch_index": index}
     if extras and "nodes" in extras[0]:
         fields["density_nodes"] = [e["nodes"] for e in extras]
@@ -304,30 +345,38 @@ def hessian_spectrum(
     started = time.perf_counter()
     check_objective(objective, weight_decay)
     extra = _curvature_extras(density, density_vectors, density_steps, trace, trace_matvecs)
-    base = unwrap(model)
-    world = dist.world()
-    per_batch = dict(
-        objective=objective, weight_decay=weight_decay, params=params, train_mode=train_mode,
-        seed=seed, k=k, which=which, method=method, tol=tol, max_iter=max_iter, bound=bound,
-        block_size=block_size, curvature_batches=curvature_batches, extra=extra,
-    )  # fmt: skip
-    # Minibatch i goes to rank i % world.
-    batches = fixed_batches(data, batch_size=batch_size, n_batches=n_batches, augment=augment,
-                            seed=seed, skip=lambda i: i % world != dist.rank())  # fmt: skip
-    total = n_batches // world + (dist.rank() < n_batches % world) if n_batches else None
-    with progress_bar("hessian", total, progress) as advance:
-        rows, n_params = _minibatch_rows(base, batches, per_batch, advance)
+    settings = _Settings.of(locals())
+    base, world = unwrap(model), dist.world()
+    with progress_bar("hessian", _share(n_batches), progress) as advance:
+        rows, n_params = _minibatch_rows(
+            base, _my_batches(data, settings, n_batches), settings, advance
+        )
     rows = sorted(r for part in dist.all_gather_objects(rows) for r in part)
     n_params = max(dist.all_gather_objects(n_params))
     if not rows:
         raise VitlensError("no minibatches to analyse: the data gave fewer than one batch")
     provenance = provenance_for(provenance, base, next(base.parameters()).device, started)
-    about = dict(
-        batch_size=batch_size, augment=repr(augment) if augment is not None else "none",
-        params=params.describe() if params is not None else "all", n_params=n_params,
-        world=world,
-    )  # fmt: skip
-    return _result(rows, per_batch, about, provenance)
+    return _result(rows, settings, provenance, n_params=n_params, world=world)
+
+
+def _my_batches(data, settings: _Settings, n_batches: int | None):
+    """This rank's minibatches: minibatch i goes to rank i % world."""
+    world, rank = dist.world(), dist.rank()
+    return fixed_batches(
+        data,
+        batch_size=settings.batch_size,
+        n_batches=n_batches,
+        augment=settings.augment,
+        seed=settings.seed,
+        skip=lambda i: i % world != rank,
+    )
+
+
+def _share(n_batches: int | None) -> int | None:
+    """How many of `n_batches` minibatches this rank gets (None: unknown)."""
+    if not n_batches:
+        return None
+    return n_batches // dist.world() + (dist.rank() < n_batches % dist.world())
 
 
 def _curvature_extras(density, vectors, steps, trace, matvecs) -> dict[str, int]:
@@ -341,59 +390,80 @@ def _curvature_extras(density, vectors, steps, trace, matvecs) -> dict[str, int]
     )
 
 
-def _result(rows, per_batch: dict[str, Any], about: dict[str, Any], provenance) -> HessianResult:
-    nep, ape = nep_ape(v for r in rows for v in r[1])
-    lanczos_only = per_batch["method"] == "lanczos"
-    settings = ("k", "which", "method", "tol", "max_iter", "objective", "train_mode", "seed")
+def _result(rows: list[_Row], s: _Settings, provenance, **about) -> HessianResult:
+    nep, ape = nep_ape(v for r in rows for v in r.eigenvalues)
+    lanczos_only = s.method == "lanczos"
     return HessianResult(
         provenance=provenance,
-        eigenvalues=[r[1] for r in rows],
-        batch_index=[r[0] for r in rows],
-        loss=[r[2] for r in rows],
-        nll=[r[3] for r in rows],
-        n_matvecs=[r[4] for r in rows],
-        converged=[r[5] for r in rows],
+        eigenvalues=[r.eigenvalues for r in rows],
+        batch_index=[r.index for r in rows],
+        loss=[r.loss for r in rows],
+        nll=[r.nll for r in rows],
+        n_matvecs=[r.n_matvecs for r in rows],
+        converged=[r.converged for r in rows],
         nep=nep,
         ape=ape,
-        bound=per_batch["bound"] if lanczos_only else "n/a",
-        block_size=per_batch["block_size"] if lanczos_only else 1,
-        weight_decay=(
-            float(per_batch["weight_decay"]) if per_batch["objective"] == "nll+l2" else 0.0
-        ),
-        **{key: per_batch[key] for key in settings},
+        bound=s.bound if lanczos_only else "n/a",
+        block_size=s.block_size if lanczos_only else 1,
+        weight_decay=float(s.weight_decay) if s.objective == "nll+l2" else 0.0,
+        k=s.k,
+        which=s.which,
+        method=s.method,
+        tol=s.tol,
+        max_iter=s.max_iter,
+        objective=s.objective,
+        train_mode=s.train_mode,
+        seed=s.seed,
+        batch_size=s.batch_size,
+        augment=repr(s.augment) if s.augment is not None else "none",
+        params=s.params.describe() if s.params is not None else "all",
         **about,
-        **per_batch["extra"],
+        **s.extra,
         **_extra_fields(rows),
     )
 
 
-def _minibatch_rows(base: nn.Module, batches, settings: dict[str, Any], advance):
-    """This rank's rows (index, eigenvalues, loss, nll, products, converged, density/trace),
-    and the number of parameters the operator covers."""
-    rows, n_params, s = [], 0, settings
+def _minibatch_rows(base: nn.Module, batches, s: _Settings, advance) -> tuple[list[_Row], int]:
+    """This rank's rows, and the number of parameters the operator covers."""
+    rows, n_params = [], 0
     chosen: list[tuple[str, nn.Parameter]] | None = None  # the selection, resolved once
     for i, x, t in batches:
         with HessianOperator(
             base,
             (x, t),
-            objective=s["objective"],
-            weight_decay=s["weight_decay"],
-            params=chosen if chosen is not None else s["params"],
-            train_mode=s["train_mode"],
-            seed=mix_seed(s["seed"], i, 2) if s["train_mode"] else None,
+            objective=s.objective,
+            weight_decay=s.weight_decay,
+            params=chosen if chosen is not None else s.params,
+            train_mode=s.train_mode,
+            seed=mix_seed(s.seed, i, 2) if s.train_mode else None,
         ) as op:
             chosen = list(zip(op.names, op.params, strict=True))
             eigs = top_eigenvalues(
-                op, s["k"], which=s["which"], method=s["method"], tol=s["tol"],
-                max_iter=s["max_iter"], seed=mix_seed(s["seed"], i, 1), bound=s["bound"],
-                block_size=s["block_size"],
-            )  # fmt: skip
+                op,
+                s.k,
+                which=s.which,
+                method=s.method,
+                tol=s.tol,
+                max_iter=s.max_iter,
+                seed=mix_seed(s.seed, i, 1),
+                bound=s.bound,
+                block_size=s.block_size,
+            )
             n_params = op.size
             more = {}
-            if s["curvature_batches"] is None or i < s["curvature_batches"]:
-                more = density_and_trace(op, **s["extra"], seed=mix_seed(s["seed"], i, 3))
-            row = (i, eigs.eigenvalues.tolist(), op.loss, op.nll, eigs.n_matvecs, eigs.converged)
-            rows.append(row + (more,))
+            if s.curvature_batches is None or i < s.curvature_batches:
+                more = density_and_trace(op, **s.extra, seed=mix_seed(s.seed, i, 3))
+            rows.append(
+                _Row(
+                    i,
+                    eigs.eigenvalues.tolist(),
+                    op.loss,
+                    op.nll,
+                    eigs.n_matvecs,
+                    eigs.converged,
+                    more,
+                )
+            )
         advance()
     return rows, n_params
 

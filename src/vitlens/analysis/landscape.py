@@ -353,8 +353,9 @@ def _make_directions(model, directions, other, dims, seed, batches, train_mode, 
         first = next(iter(batches()), None)
         if first is None:
             raise VitlensError("no batches to evaluate: the data gave none")
-        vectors, values = hessian_directions(model, first[1:], dims, train_mode=train_mode,
-                                             seed=seed)  # fmt: skip
+        vectors, values = hessian_directions(
+            model, first[1:], dims, train_mode=train_mode, seed=seed
+        )
         return _Directions(vectors, "hessian", eigenvalues=values)
     if directions is None or directions == "random":
         seeds = [seed + 1 + i for i in range(dims)]
@@ -411,15 +412,12 @@ def loss_landscape(
     batches = functools.partial(
         fixed_batches, data, batch_size=batch_size, n_batches=n_batches, augment=augment, seed=seed
     )
-    found = _make_directions(
-        model, directions, other, dims, seed, batches, train_mode,
-        normalization=normalization, exclude_1d=exclude_1d, exclude=exclude,
-    )  # fmt: skip
+    how = dict(normalization=normalization, exclude_1d=exclude_1d, exclude=list(exclude))
+    found = _make_directions(model, directions, other, dims, seed, batches, train_mode, **how)
     grid = _Grid.make(dims, steps, (-margin, 1 + margin) if other else (-span, span))
     evaluation = _Evaluation(model, criterion or nll_loss, l2, train_mode, seed, progress)
     rows, n_seen = evaluation.run(batches(), grid.points, found.vectors, order, n_batches)
-    recorded = dict(normalization=normalization, exclude_1d=exclude_1d, exclude=list(exclude))
-    recorded.update(seed=seed, train_mode=train_mode, order=order, l2_convention=l2)
+    recorded = dict(how, seed=seed, train_mode=train_mode, order=order, l2_convention=l2)
     recorded["augment"] = repr(augment) if augment is not None else "none"
     provenance = provenance_for(provenance, model, next(model.parameters()).device, started)
     return _assemble(model, rows, n_seen, grid, found, weight_decay, provenance, recorded)

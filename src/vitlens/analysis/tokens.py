@@ -146,9 +146,12 @@ def tokens(
     n_batches = 0
     with evaluating(model), torch.no_grad(), tapping(blocks, _on_tap(found)):
         for images, _ in stream(
-            batches, max_batches=max_batches, device=device, progress=progress,
+            batches,
+            max_batches=max_batches,
+            device=device,
+            progress=progress,
             description="tokens",
-        ):  # fmt: skip
+        ):
             anatomy.forward(model, images)
             n_batches += 1
     provenance = provenance_for(provenance, model, device, started)

@@ -248,8 +248,12 @@ def trajectory_pca(
         coordinates, u_scaled = coordinates * sign, u_scaled * sign
         directions = None
         if return_directions:
-            directions = {n: (_differences(handles, ref, n).T @ u_scaled).T.reshape(
-                2, *ref.get_slice(n).get_shape()) for n in names}  # fmt: skip
+            directions = {
+                n: (_differences(handles, ref, n).T @ u_scaled).T.reshape(
+                    2, *ref.get_slice(n).get_shape()
+                )
+                for n in names
+            }
     total = _centred(gram, fit, center).trace()
     explained = values**2 / total if total > 0 else torch.zeros(2, dtype=torch.float64)
     return TrajectoryPCA(coordinates, explained, values, directions)

@@ -152,9 +152,15 @@ def _as_windows(probs: torch.Tensor) -> torch.Tensor:
 
 
 def explicit_sdpa(
-    query, key, value, attn_mask=None, dropout_p=0.0, is_causal=False, scale=None,
+    query,
+    key,
+    value,
+    attn_mask=None,
+    dropout_p=0.0,
+    is_causal=False,
+    scale=None,
     enable_gqa=False,
-):  # fmt: skip
+):
     """`F.scaled_dot_product_attention` computed explicitly: (output, probabilities)."""
     scale = query.shape[-1] ** -0.5 if scale is None else scale
     if enable_gqa and key.shape[-3] != query.shape[-3]:

@@ -105,7 +105,7 @@ def payload(
                 "explained": im.explained,
             }
             for im in images
-        ],  # fmt: skip
+        ],
         "rows": [[b64(block) for block in per_image] for per_image in rows],
         "cls": maps.maps,
         "rollout": maps.rollout,
@@ -122,10 +122,9 @@ def payload(
         }
     if embeddings is not None and embeddings.components:
         data["filters"] = [
-            {"src": png_data_url(component_pixels(c, embeddings.filter_shape), 8),
-             "share": s}
+            {"src": png_data_url(component_pixels(c, embeddings.filter_shape), 8), "share": s}
             for c, s in zip(embeddings.components, embeddings.explained_variance, strict=True)
-        ]  # fmt: skip
+        ]
     return data
 
 

@@ -61,9 +61,11 @@ def run_facts(key: str, run: Path) -> RunFacts:
     origin = record.get("import")
     if isinstance(origin, dict):
         return RunFacts(
-            key, dataset, imported_from=str(origin.get("source", "?")),
+            key,
+            dataset,
+            imported_from=str(origin.get("source", "?")),
             pretrained=bool(origin.get("weights") or origin.get("pretrained")),
-        )  # fmt: skip
+        )
     epoch, fraction, seed = record.get("epoch"), config.get("fraction"), config.get("seed")
     return RunFacts(
         key,

@@ -150,8 +150,9 @@ def glass_blur(
     rows = torch.arange(d + 1, h - d + 1, device=x.device)
     cols = torch.arange(d + 1, w - d + 1, device=x.device)
     for _ in range(iterations):
-        off = torch.randint(-d, d, (2, b, nh, nw), generator=generator,
-                            device=generator.device).to(x.device)  # fmt: skip
+        off = torch.randint(-d, d, (2, b, nh, nw), generator=generator, device=generator.device).to(
+            x.device
+        )
         if d > 1:
             y = _shuffle_rows(y, off, d)
             continue

@@ -89,9 +89,18 @@ SINGLE_THREAD_NUMEL = 1 << 20
 
 #: Corruptions that draw random numbers (the others ignore the generator).
 RANDOM = frozenset(
-    {"gaussian_noise", "shot_noise", "impulse_noise", "glass_blur", "motion_blur", "snow",
-     "frost", "fog", "elastic_transform"}
-)  # fmt: skip
+    {
+        "gaussian_noise",
+        "shot_noise",
+        "impulse_noise",
+        "glass_blur",
+        "motion_blur",
+        "snow",
+        "frost",
+        "fog",
+        "elastic_transform",
+    }
+)
 
 
 def check_corruptions(names: list[str] | tuple[str, ...]) -> list[str]:

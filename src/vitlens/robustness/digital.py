@@ -133,6 +133,7 @@ def elastic_transform(
     gx = (2 * (cols + dx) + 1) / w - 1
     gy = (2 * (rows + dy) + 1) / h - 1
     grid = torch.stack([gx, gy], dim=-1)  # (B, H, W, 2)
-    out = F.grid_sample(warped, grid, mode="bilinear", padding_mode="reflection",
-                        align_corners=False)  # fmt: skip
+    out = F.grid_sample(
+        warped, grid, mode="bilinear", padding_mode="reflection", align_corners=False
+    )
     return out.clamp(0, 1)

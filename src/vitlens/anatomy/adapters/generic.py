@@ -153,10 +153,11 @@ def _split_attention(units, probe: _Probe) -> list[tuple[str, nn.Module]]:
         )
         rank = probe.out(unit).ndim if probe.out(unit) is not None else None
         stream = all(
-            probe.out(c) is not None and probe.input(c) is not None
+            probe.out(c) is not None
+            and probe.input(c) is not None
             and probe.out(c).ndim == probe.input(c).ndim == rank
             for _, c in kids
-        )  # fmt: skip
+        )
         attending = [c for _, c in kids if probe.attention_ops.get(id(c), 0)]
         blocks = all(_composite(c) for _, c in kids)  # sub-blocks, not a block's own layers
         if len(attending) >= 2 and blocks and stream:

@@ -90,11 +90,22 @@ def plot_heads(view: StudyView, path: Path) -> Path | None:
 
 
 FIGURES = [
-    ("ablation_fraction", plot_fraction, "The ViT trained on less data: test error and "
-     "NLL_train against the share of the training set, NEP of the smallest share (C3, C6)."),
-    ("ablation_window", plot_window, "The ViT with local attention windows (k×k tokens) against "
-     "global attention: test error, NLL_train and NEP (C7, paper Fig. 7)."),
+    (
+        "ablation_fraction",
+        plot_fraction,
+        "The ViT trained on less data: test error and "
+        "NLL_train against the share of the training set, NEP of the smallest share (C3, C6).",
+    ),
+    (
+        "ablation_window",
+        plot_window,
+        "The ViT with local attention windows (k×k tokens) against "
+        "global attention: test error, NLL_train and NEP (C7, paper Fig. 7).",
+    ),
     ("ablation_pool", plot_pool, "NEP of the ViT with a CLS-token and a GAP classifier (C15)."),
-    ("ablation_heads", plot_heads, "NEP and APE of ViTs of the same width with different "
-     "numbers of heads (C16)."),
-]  # fmt: skip
+    (
+        "ablation_heads",
+        plot_heads,
+        "NEP and APE of ViTs of the same width with different numbers of heads (C16).",
+    ),
+]

@@ -30,8 +30,9 @@ def _panels(r: AttentionMapsResult, image: int) -> list[tuple[str, np.ndarray]]:
         panels.append(("rollout", grid_of(r.rollout[image], r.grids[0])))
     if r.gradient_rollout:
         explained = r.explained[image]
-        panels.append((f"grad. rollout (class {explained})",
-                       grid_of(r.gradient_rollout[image], r.grids[0])))  # fmt: skip
+        panels.append(
+            (f"grad. rollout (class {explained})", grid_of(r.gradient_rollout[image], r.grids[0]))
+        )
     return panels
 
 

@@ -25,9 +25,16 @@ POOL_SHADE = dict(color="tab:blue", alpha=0.15, lw=0)  # blue bands: subsampling
 
 
 MARKERS = {
-    "embed": "D", "conv": "^", "msa": "o", "mlp": "s", "pool": "v", "head": "*",
-    "token_mlp": "P", "channel_msa": "X", "block": ".",
-}  # fmt: skip
+    "embed": "D",
+    "conv": "^",
+    "msa": "o",
+    "mlp": "s",
+    "pool": "v",
+    "head": "*",
+    "token_mlp": "P",
+    "channel_msa": "X",
+    "block": ".",
+}
 
 
 COLORS = {
@@ -193,5 +200,6 @@ def corruption_label(c: str, source: str) -> str:
 def result_names(items: Sequence[Result]) -> list[str]:
     # Provenance names, made unique (two unnamed "Sequential" models become "Sequential #2").
     names = [r.provenance.model or f"model {i + 1}" for i, r in enumerate(items)]
-    return [n if names.count(n) == 1 else f"{n} #{names[:i].count(n) + 1}"
-            for i, n in enumerate(names)]  # fmt: skip
+    return [
+        n if names.count(n) == 1 else f"{n} #{names[:i].count(n) + 1}" for i, n in enumerate(names)
+    ]

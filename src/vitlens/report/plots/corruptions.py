@@ -38,8 +38,15 @@ def plot_corruption_heatmap(
         grid = np.array([r.accuracy[c] for c in r.corruptions]) * 100  # (corruptions, severities)
         image = ax.imshow(grid, cmap="viridis", vmin=0, vmax=100, aspect="auto")
         for (y, x), v in np.ndenumerate(grid):
-            ax.text(x, y, f"{v:.0f}", ha="center", va="center", fontsize=7,
-                    color="white" if v < 55 else "black")  # fmt: skip
+            ax.text(
+                x,
+                y,
+                f"{v:.0f}",
+                ha="center",
+                va="center",
+                fontsize=7,
+                color="white" if v < 55 else "black",
+            )
         ax.set_xticks(range(len(r.severities)), [str(s) for s in r.severities])
         ax.set_xlabel("severity")
         ax.set_yticks(
