@@ -42,8 +42,8 @@ def layouts(tmp_path):
 
 def test_both_layouts_read_the_same_images_and_labels(layouts):
     folders, flat = layouts
-    a = load_dataset("imagenet", "test", data_dir=folders, image_size=24)
-    b = load_dataset("imagenet", "test", data_dir=flat, image_size=24)
+    a = load_dataset("imagenet:9", "test", data_dir=folders, image_size=24)
+    b = load_dataset("imagenet:9", "test", data_dir=flat, image_size=24)
     assert torch.equal(a.images, b.images) and torch.equal(a.labels, b.labels)
     assert a.images.shape == (9, 3, 24, 24)
     assert a.labels.tolist() == [0, 0, 0, 1, 1, 1, 999, 999, 999]  # sorted-wnid indices
@@ -56,11 +56,11 @@ def test_wnids_per_line_ground_truth(layouts):
     _, flat = layouts
     (flat / "LOC_val_solution.csv").unlink()
     (flat / "val_wnids.txt").write_text("\n".join(w for w in WNIDS for _ in range(3)) + "\n")
-    b = load_dataset("imagenet", "test", data_dir=flat, image_size=16)
+    b = load_dataset("imagenet:9", "test", data_dir=flat, image_size=16)
     assert b.labels.tolist() == [0, 0, 0, 1, 1, 1, 999, 999, 999]
     (flat / "val_wnids.txt").write_text("n01440764\n")  # wrong length
     with pytest.raises(VitlensError, match="1 labels for 9 images"):
-        load_dataset("imagenet", "test", data_dir=flat, image_size=16)
+        load_dataset("imagenet:9", "test", data_dir=flat, image_size=16)
 
 
 def test_class_balanced_subset():
@@ -81,9 +81,12 @@ def test_subset_by_name_and_bad_folders(layouts, tmp_path):
     with pytest.raises(VitlensError, match="not ImageNet-1k wnids"):
         load_dataset("imagenet", "test", data_dir=folders)
     (folders / "val" / "n99999999").rmdir()
+    # `imagenet` is the whole validation set: a folder with 3 of the 1000 classes is refused.
+    with pytest.raises(VitlensError, match=r"3 of the 1000 classes \(missing 997.*imagenet:N"):
+        load_dataset("imagenet", "test", data_dir=folders, image_size=16)
     (folders / "val" / WNIDS[0] / "broken.JPEG").write_bytes(b"\xff\xd8 not a jpeg")
     with pytest.raises(VitlensError, match="broken.JPEG"):
-        load_dataset("imagenet", "test", data_dir=folders, image_size=16)
+        load_dataset("imagenet:10", "test", data_dir=folders, image_size=16)
     with pytest.raises(VitlensError, match="no ImageNet validation images"):
         load_dataset("imagenet", "test", data_dir=tmp_path / "nowhere")
 

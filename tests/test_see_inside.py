@@ -335,6 +335,15 @@ FAMILIES = {
 }  # fmt: skip
 
 
+# Prefix tokens other than a lone class token, in the order the models concatenate them.
+ROLES = {
+    "timm_deit_distilled": ["cls", "dist"],
+    "timm_vit_registers": ["cls", "reg", "reg", "reg", "reg"],
+    "hf_deit": ["cls", "dist"],
+    "hf_dinov2_registers": ["cls", "reg", "reg"],
+}
+
+
 @pytest.mark.parametrize("family", list(FAMILIES))
 def test_every_family_runs_end_to_end(family):
     build, side, prefix, n_msa, rollout = FAMILIES[family]
@@ -357,6 +366,11 @@ def test_every_family_runs_end_to_end(family):
         torch.testing.assert_close(b.full().sum(-1), torch.ones(b.full().shape[:-1]))
     tok = tokens(model, x)
     assert tok.prefix[0] == prefix or tok.kinds[0] != "embed"
+    assert tok.prefix_roles == ROLES.get(family, ["cls"] if prefix else [])
+    from vitlens.report.plots.tokens import ROLE_NAMES, norm_curves
+
+    drawn = set(norm_curves(tok))  # the chart draws each kind of prefix token apart
+    assert {ROLE_NAMES[r] for r in tok.prefix_roles} <= drawn
     emb = embeddings(model, x)
     assert (emb.position_kind == "learned") is (prefix > 0)
     assert bool(emb.relative_bias) is (not rollout)
@@ -384,3 +398,27 @@ def test_staged_models_map_each_block_on_its_own_grid(name):
     # Tokens are pooled or merged between stages: no single token set to roll out over.
     assert maps.rollout == [] and "one set of tokens" in maps.rollout_note
     assert embeddings(model, x).position_kind == position
+
+
+def test_shifted_windows_of_a_real_swin_are_the_modules_own_probabilities_on_the_grid():
+    timm = pytest.importorskip("timm", reason="needs timm's Swin")
+    torch.manual_seed(0)
+    model = timm.create_model("swin_tiny_patch4_window7_224", img_size=32, patch_size=4,
+                              embed_dim=16, depths=(2,), num_heads=(2,), window_size=4,
+                              num_classes=3).eval()  # fmt: skip
+    own = {}  # block index -> the module's softmax output, (windows, heads, 16, 16)
+    blocks = model.layers[0].blocks
+    for i, blk in enumerate(blocks):
+        blk.attn.fused_attn = False  # its explicit path, so attn_drop sees the probabilities
+        blk.attn.attn_drop.register_forward_hook(lambda m, a, out, i=i: own.setdefault(i, out))
+    with torch.no_grad():
+        capture = capture_attention(model, torch.randn(1, 3, 32, 32))
+    assert [b.shift for b in capture.blocks] == [(0, 0), (2, 2)]
+    for i, (block, shift) in enumerate(zip(capture.blocks, (0, 2), strict=True)):
+        # Independently of vitlens: timm rolls the 8x8 grid by -shift, then cuts 4x4 windows.
+        ids = torch.roll(torch.arange(64).view(8, 8), (-shift, -shift), (0, 1))
+        ids = ids.view(2, 4, 2, 4).permute(0, 2, 1, 3).reshape(4, 16)
+        want = torch.zeros(1, 2, 64, 64)
+        for w in range(4):
+            want[0][:, ids[w][:, None], ids[w][None, :]] = own[i][w]
+        torch.testing.assert_close(block.full(), want)

@@ -173,7 +173,6 @@ def explain(
             result = _optional(run_one, subject.model, batches, notes=notes, provenance=prov)
             if result is not None:
                 found[name] = result
-        saved = {k: r.save(out / "results" / f"{k}.json") for k, r in found.items()}
         data = page.payload(
             subject.name,
             _page_images(inputs, maps),
@@ -183,5 +182,7 @@ def explain(
             _charts(found, out / "figures"),
             notes,
         )
-        html_path = write_text(out / "explain.html", page.render(data))
+        text = page.render(data)  # rendered before any Result is saved: no results without page
+        saved = {k: r.save(out / "results" / f"{k}.json") for k, r in found.items()}
+        html_path = write_text(out / "explain.html", text)
     return Explained(html_path, saved, notes)

@@ -18,6 +18,7 @@ Mean attention distance against depth (ViT paper Fig. 7, right) is the attention
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -53,6 +54,8 @@ class TokensResult(Result):
         prefix: prefix tokens per block; grids: (H, W) of its patch tokens.
         norms: block -> image -> H * W patch-token norms, row-major.
         prefix_norms: block -> image -> the prefix tokens' norms.
+        prefix_roles: what each prefix token is, in order: "cls", "dist" (distillation) or
+            "reg" (register), read from the model's parameters; "prefix" where unknown.
         median: block -> median patch-token norm over all images.
         outliers: block -> [[image, position], ...] of outlier patch tokens.
         outlier_share: block -> share of patch tokens that are outliers.
@@ -71,12 +74,33 @@ class TokensResult(Result):
     grids: list[list[int]] = field(default_factory=list)
     norms: list[list[list[float]]] = field(default_factory=list)
     prefix_norms: list[list[list[float]]] = field(default_factory=list)
+    prefix_roles: list[str] = field(default_factory=list)
     median: list[float] = field(default_factory=list)
     outliers: list[list[list[int]]] = field(default_factory=list)
     outlier_share: list[float] = field(default_factory=list)
     outlier_factor: float = OUTLIER_FACTOR
     n_images: int = 0
     n_batches: int = 0
+
+
+# Parameter names of the prefix tokens in timm, Hugging Face and vitlens models.
+_DIST = ("dist_token", "distillation_token")
+_REG = ("reg_token", "register_tokens")
+
+
+def prefix_roles(model: nn.Module, prefix: int) -> list[str]:
+    """What each of the `prefix` tokens is: the class token first, then a distillation token
+    (DeiT) and register tokens (Darcet et al. 2024) where the model holds such parameters, in
+    the order timm and Hugging Face concatenate them; "prefix" for any left unexplained."""
+    dist = regs = 0
+    for name, p in unwrap(model).named_parameters():
+        leaf = name.rsplit(".", 1)[-1]
+        if leaf in _DIST:
+            dist = 1
+        elif leaf in _REG and p.ndim == 3:
+            regs = p.shape[1]  # (1, registers, width)
+    roles = (["cls"] + ["dist"] * dist + ["reg"] * regs) if prefix else []
+    return (roles + ["prefix"] * prefix)[:prefix]
 
 
 def outlier_tokens(norms: torch.Tensor, factor: float = OUTLIER_FACTOR) -> list[list[int]]:
@@ -155,7 +179,9 @@ def tokens(
             anatomy.forward(model, images)
             n_batches += 1
     provenance = provenance_for(provenance, model, device, started)
-    return _result(anatomy.blocks, blocks, found, outlier_factor, n_batches, provenance)
+    result = _result(anatomy.blocks, blocks, found, outlier_factor, n_batches, provenance)
+    roles = prefix_roles(model, max(result.prefix, default=0))
+    return dataclasses.replace(result, prefix_roles=roles)
 
 
 def _result(all_blocks, blocks, found, factor, n_batches, provenance) -> TokensResult:

@@ -97,6 +97,20 @@ def labelled_files(folder: Path) -> list[tuple[Path, int]]:
     return _flat_files(folder, _ground_truth(folder), index)
 
 
+def _check_every_class(files: list[tuple[Path, int]]) -> None:
+    """`imagenet` means the whole validation set: refuse a folder that lacks classes (an
+    incomplete copy would silently change what accuracy means)."""
+    present = {label for _, label in files}
+    if files and len(present) < 1000:
+        wnids, _ = imagenet_classes()
+        missing = [w for i, w in enumerate(wnids) if i not in present]
+        raise VitlensError(
+            f"the validation folder has images of {len(present)} of the 1000 classes (missing "
+            f"{len(missing)}, e.g. {', '.join(missing[:3])}): complete it, or pass imagenet:N "
+            "to use a class-balanced subset of N of the images it has"
+        )
+
+
 def _flat_files(folder: Path, truth: Path, index: dict[str, int]) -> list[tuple[Path, int]]:
     images = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS)
     labels = _read_truth(truth, [p.stem for p in images])
@@ -178,7 +192,10 @@ def load_imagenet(
             "the training split (hessian, landscape, trajectory) do not apply to it"
         )
     count = parse_name(name)
-    files = balanced(labelled_files(validation_folder(data_dir)), count)
+    found = labelled_files(validation_folder(data_dir))
+    if count is None:
+        _check_every_class(found)
+    files = balanced(found, count)
     if not files:
         raise VitlensError(f"no images found in the ImageNet folder under {data_dir}")
     size = preprocessing.size if preprocessing else image_size
