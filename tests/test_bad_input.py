@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import importlib.util
 import json
 import shutil
 import struct
@@ -1003,6 +1004,10 @@ def test_sizes_that_cannot_be_built_or_would_not_fit_are_refused(tmp_path):
         make_config("quick", model="vit_nano", batch_size=100_000_000)
     with pytest.raises(VitlensError, match="between 1 and 4096"):
         import_model("timm:test_vit", tmp_path / "a", image_size=100_000)
+    if importlib.util.find_spec("timm"):  # a 1x1 patch grid that drops 14 of 30 pixels
+        with pytest.raises(VitlensError, match="16-pixel patches .*1x1 grid.*e.g. 32"):
+            import_model("timm:vit_tiny_patch16_224", tmp_path / "b", image_size=30)
+        assert not (tmp_path / "b").exists()
     pytest.importorskip("torchvision")
     with pytest.raises(VitlensError, match="indivisible by patch size"):
         import_model("torchvision:vit_b_16", tmp_path / "b", image_size=30, dataset="cifar10")

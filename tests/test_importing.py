@@ -54,6 +54,7 @@ def test_timm_weights_round_trip_through_a_run_folder(tmp_path):
     torch.testing.assert_close(logits(model), logits(theirs), rtol=0, atol=0)
     origin = record["import"]
     assert origin["source"] == "timm:test_vit" and origin["weights"] == "w.safetensors"
+    assert origin["random_init"] is False and report.pretrained
     from vitlens.atomic import file_digest as sha256_of
 
     assert origin["weights_sha256"] == sha256_of(weights)
@@ -69,7 +70,8 @@ def test_eval_and_analyze_accept_an_imported_run(tmp_path):
     from vitlens.analysis.runner import run_analysis
     from vitlens.train.evaluation import evaluate_checkpoint
 
-    import_model("timm:test_resnet", tmp_path / "run", image_size=32)
+    report = import_model("timm:test_resnet", tmp_path / "run", image_size=32)
+    assert not report.pretrained and load_model(tmp_path / "run")[1]["import"]["random_init"]
     metrics = evaluate_checkpoint(tmp_path / "run", batch_size=500)
     assert metrics["model"] == "timm:test_resnet" and metrics["samples"] == 2000
     result = run_analysis("fourier", tmp_path / "run", batches=1, batch_size=8, progress=False)

@@ -396,6 +396,8 @@ def import_model(
         normalisation={"dataset": {"mean": list(info.mean), "std": list(info.std)}}
         | {"model": _model_normalisation(built.model, built)},
         preprocessing=pre.to_dict() if pre else None,
+        # Said in the record, not left to be inferred: no weights means random initialisation.
+        random_init=not (built.origin.get("weights") or built.origin.get("pretrained")),
     )
     _write_run(out, built, info, data_dir)
     return ImportReport(
@@ -404,7 +406,7 @@ def import_model(
         info.name,
         sum(p.numel() for p in built.model.parameters()),
         _anatomy_summary(built.model),
-        pretrained=bool(built.origin.get("weights") or built.origin.get("pretrained")),
+        pretrained=not built.origin["random_init"],
     )
 
 

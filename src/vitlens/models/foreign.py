@@ -99,11 +99,30 @@ def _timm_model(name, num_classes, in_chans, image_size, drop_path) -> nn.Module
     if drop_path:
         kwargs["drop_path_rate"] = drop_path
     try:
-        return timm.create_model(name, pretrained=False, img_size=image_size, **kwargs)
+        model = timm.create_model(name, pretrained=False, img_size=image_size, **kwargs)
     except TypeError as err:  # a model without a fixed input size takes no img_size
         if "img_size" not in str(err):
             raise VitlensError(f"cannot build timm:{name}: {err}") from err
-    return timm.create_model(name, pretrained=False, **kwargs)
+        return timm.create_model(name, pretrained=False, **kwargs)
+    _check_patch_grid(f"timm:{name}", model, image_size)
+    return model
+
+
+def _check_patch_grid(name: str, model: nn.Module, image_size: int) -> None:
+    """A patch embedding whose patch does not divide the image silently drops the last rows and
+    columns (timm floors the grid): refuse the size, naming one that works."""
+    embed = getattr(model, "patch_embed", None)
+    patch = getattr(embed, "patch_size", None)
+    if not patch or getattr(embed, "dynamic_img_pad", False):
+        return
+    p = int(patch[0] if isinstance(patch, tuple | list) else patch)
+    if image_size % p or image_size < 2 * p:
+        fit = max(2, round(image_size / p)) * p
+        raise VitlensError(
+            f"{name}: --image-size {image_size} does not fit its {p}-pixel patches (a "
+            f"{image_size // p}x{image_size // p} grid; the last {image_size % p} pixel rows and "
+            f"columns would be dropped); use a multiple of {p} of at least {2 * p}, e.g. {fit}"
+        )
 
 
 def _torchvision_model(name, num_classes, in_chans, image_size) -> nn.Module:
