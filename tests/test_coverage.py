@@ -120,14 +120,18 @@ def test_explicit_sdpa_equals_the_fused_kernel():
         torch.testing.assert_close(probs.sum(-1), torch.ones(2, 3, 7))
 
 
-def table_rows() -> list[tuple[str, str]]:
+def table_rows() -> list[tuple[str, str, str, str]]:
+    """(model, blocks by kind, attention computations, maps read) of each row of the table."""
     text = (ROOT / "docs" / "coverage.md").read_text()
-    return re.findall(r"^\| `([^`]+)` \| \d+ \| ([^|]+) \|", text, flags=re.M)
+    row = r"^\| `([^`]+)` \| \d+ \| ([^|]+) \| (\d+) \| (\d+) \|"
+    return re.findall(row, text, flags=re.M)
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize(("name", "kinds"), table_rows(), ids=[r[0] for r in table_rows()])
-def test_the_coverage_table_stays_true(name, kinds):
+@pytest.mark.parametrize(
+    ("name", "kinds", "attention", "maps"), table_rows(), ids=[r[0] for r in table_rows()]
+)
+def test_the_coverage_table_stays_true(name, kinds, attention, maps):
     pytest.importorskip(name.split(":")[0])
     if kinds.strip() == "—":
         pytest.skip("not described in the table")
@@ -135,3 +139,18 @@ def test_the_coverage_table_stays_true(name, kinds):
     assert not row.error, f"{name} was described and no longer is: {row.error}"
     now = ", ".join(f"{n} {k}" for k, n in row.kinds.items())
     assert now == kinds.strip(), "blocks changed: regenerate docs/coverage.md"
+    assert (row.attention, row.maps) == (int(attention), int(maps)), "maps read changed"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ONCE_REFUSED)
+def test_the_six_analyses_run_or_refuse_on_families_once_refused(name):
+    pytest.importorskip(name.split(":")[0])
+    script = coverage_script()
+    model, size = script.build(name)
+    x = torch.randn(2, 3, size, size, generator=torch.Generator().manual_seed(0))
+    outcomes = {a: script._analysis(a, model, x) for a in script.ANALYSES}
+    assert not [o for o in outcomes.values() if o.startswith("RAW")], outcomes
+    assert outcomes["fourier"] == outcomes["variance"] == "ok", outcomes
+    if anatomy_of(model).has("msa"):  # a model with attention blocks gives their statistics
+        assert outcomes["attention"] == "ok", outcomes
