@@ -42,13 +42,19 @@ def step_table(steps: dict) -> dict:
 
 
 def claims(report: Path) -> list[dict]:
-    """(id, verdict, measured) of every row of a report's claims table."""
+    """(id, verdict, measured, note) of every row of a report's claims table; the note is the
+    spread over seeds, or why a claim could not be read (e.g. "not testable at this scale: ...")."""
     page = report.read_text()
     cell = r"<td>(.*?)</td>"
-    row = rf"<tr><td>(C\d+)</td><td>.*?</td><td>.*?</td>{cell}<td><span class=\w+>(.*?)</span>"
-    rows = re.findall(row, page, re.S)
-    return [{"id": c, "verdict": html.unescape(v), "measured": html.unescape(m)}
-            for c, m, v in rows]  # fmt: skip
+    row = (
+        rf"<tr><td>(C\d+)</td><td>.*?</td><td>.*?</td>{cell}"
+        r"<td><span class=\w+>(.*?)</span>(?:<br><small>(.*?)</small>)?</td>"
+    )
+    return [
+        {"id": c, "verdict": html.unescape(v), "measured": html.unescape(m),
+         "note": html.unescape(n)}
+        for c, m, v, n in re.findall(row, page, re.S)
+    ]  # fmt: skip
 
 
 def main() -> None:

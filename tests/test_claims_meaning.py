@@ -77,6 +77,18 @@ def test_a_claim_on_tied_values_is_inconclusive_not_holds():
     assert verdict.verdict == "inconclusive" and "tied" in verdict.spread
 
 
+def test_c2_on_tied_training_losses_is_inconclusive_not_holds():
+    from vitlens.report.claims import c2_nll_train
+
+    runs = {m: {"train_nll": 0.5, "test_acc": acc} for m, acc in
+            (("vit_nano", 0.6), ("resnet_nano", 0.8), ("swin_nano", 0.7))}  # fmt: skip
+    view = StudyView({}, runs, list(runs), {"vit_nano": "vit", "resnet_nano": "resnet"})
+    verdict = combine([c2_nll_train(view)])
+    assert verdict.verdict == "inconclusive" and "tied" in verdict.spread
+    runs["swin_nano"]["train_nll"] = 0.9  # one loss apart: ranks exist, the claim is judged
+    assert combine([c2_nll_train(view)]).verdict in ("holds", "does not hold")
+
+
 # -- C13 stage by stage ---------------------------------------------------------------------
 
 
@@ -262,3 +274,14 @@ def test_the_result_records_the_energy_and_the_rms_per_band():
     target = equal_energy_rms(16, 16, 0.5, freqs, 0.1)
     assert equal.noise_rms == pytest.approx([target] * 3, rel=1e-9)
     assert authors.noise_rms[2] > 1.5 * authors.noise_rms[0]  # more frequencies, more energy
+    # C10 compares bands of equal strength only: the authors' bands leave it unmeasured.
+    from vitlens.analysis.freqnoise import c10_frequency_noise
+
+    for pair, verdict in (((equal, equal), None), ((authors, authors), "not measured")):
+        view = StudyView({"freqnoise": dict(zip(("vit", "cnn"), pair, strict=True))}, {},
+                         ["vit", "cnn"], {"vit": "vit", "cnn": "resnet"})  # fmt: skip
+        claim = c10_frequency_noise(view)
+        if verdict:
+            assert claim.holds is None and "bands of equal energy" in claim.measured
+        else:
+            assert claim.holds is not None and "equal energy" in claim.measured

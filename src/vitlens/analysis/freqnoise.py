@@ -24,6 +24,9 @@ authors' noise is much stronger in some bands than in others (2.9x the RMS at 0.
 in every band is rescaled to one RMS, `equal_energy_rms`: the RMS the authors' noise has averaged
 in power over the bands, so a sweep carries their total energy spread evenly. "authors" keeps
 their unnormalised construction. The Result records which, and the RMS of the noise per band.
+The RMS is measured where the noise is added (`space`): with the authors' "normalized" space it
+is in units of the normalised image, which is a fixed multiple of pixel units on a one-channel
+dataset (one std) and a per-channel mix of them on RGB; `space="pixel"` equalises it in pixels.
 
 Every model sees the same noise: batch b at frequency f uses the seed `mix_seed(seed, f, b)`.
 Frequencies are split across torchrun ranks; metric sums are added across ranks.

@@ -231,7 +231,10 @@ def c13_stage_end_msa(view: StudyView) -> Claim:
         why = "no model with lesions has MSAs in more than one stage, or after other units of"
         why += " its stage (the rule needs a model such as AlterNet, Swin or PiT)"
         return not_measured("C13", claim, paper, why)
-    measured = "last MSA vs mean of the units before it; " + "; ".join(per_model)
+    measured = (
+        "last MSA vs mean of the units before it; a model holds in most of its stages, the "
+        "claim when every model judged holds; " + "; ".join(per_model)
+    )
     return Claim("C13", claim, paper, measured, all(verdicts), min(margins))
 
 
