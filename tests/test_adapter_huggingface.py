@@ -347,3 +347,26 @@ def test_any_hugging_face_classifier_is_described_and_analysed(name):
     assert ("msa" in kinds) == (name != "convnextv2")  # attention where the architecture has it
     batch = [(torch.randn(2, 3, side, side), torch.tensor([0, 1]))]
     assert len(fourier(model, batch).names) == len(variance(model, batch).names) >= 3
+    # The other block analyses and the Hessian (double backward through the math path) too.
+    from vitlens.analysis.attention import attention_stats
+    from vitlens.analysis.cka import cka
+    from vitlens.analysis.hessian import hessian_spectrum
+    from vitlens.analysis.lesion import lesion
+
+    four = [(torch.randn(4, 3, side, side), torch.tensor([0, 1, 2, 3]))]  # HSIC needs 4
+    matrix = cka(model, four).matrix
+    assert len(matrix) == len(matrix[0]) >= 3 and all(math.isfinite(v) for r in matrix for v in r)
+    # Lesions need a block's residual branch; MobileViT's and LeViT's blocks, read from hidden
+    # states only, show none to zero, so their Result lesions nothing (intact metrics alone).
+    drops = lesion(model, batch)
+    assert bool(drops.names) == (name not in ("mobilevit", "levit"))
+    assert all(math.isfinite(d) for d in drops.delta_nll)
+    if name in ("mobilevit", "levit"):  # several softmaxes per block: said, not guessed
+        with pytest.raises(VitlensError, match="softmaxes, not one"):
+            attention_stats(model, batch)
+    elif "msa" in kinds:  # maps caught from the softmax inside each block's mixer
+        heads = attention_stats(model, batch)
+        assert heads.names and all(math.isfinite(e) for row in heads.entropy for e in row)
+    curvature = hessian_spectrum(model, batch, weight_decay=0.0, objective="nll", k=1,
+                                 batch_size=2, max_iter=6, density=False, trace=False)  # fmt: skip
+    assert len(curvature.eigenvalues) == 1 and math.isfinite(curvature.eigenvalues[0][0])

@@ -54,6 +54,7 @@ from vitlens.analysis.streaming import (
     stream,
 )
 from vitlens.anatomy import Block, anatomy_of, tapping, unwrap
+from vitlens.anatomy.attention import catching_softmax
 from vitlens.errors import VitlensError
 
 
@@ -74,6 +75,7 @@ class AttentionResult(Result):
         specificity: per block, per head, RMS distance of an image's attention rows from the
             image-averaged rows (see the module docstring).
         n_images, n_batches: how much data the statistics were streamed over.
+        unread: MSA block -> why its maps could not be read (it is then left out).
     """
 
     analysis: ClassVar[str] = "attention"
@@ -92,6 +94,7 @@ class AttentionResult(Result):
     specificity: list[list[float]] = field(default_factory=list)
     n_images: int = 0
     n_batches: int = 0
+    unread: dict[str, str] = field(default_factory=dict)
 
 
 class AttentionAccumulator:
@@ -173,7 +176,8 @@ class _AttentionReader:
     tap, so no batch of maps is held longer than one block."""
 
     def __init__(self, model: nn.Module, blocks: list[Block]):
-        self.windows = {b.name: window_of(unwrap(model), b.attention) for b in blocks}
+        self.windows = {b.name: window_of(unwrap(model), _source(b)) for b in blocks}
+        self.unread: dict[str, str] = {}
         self.accumulators: dict[str, AttentionAccumulator] = {}
         self.grids: dict[str, tuple[int, int]] = {}
         self.pending: dict[str, torch.Tensor] = {}
@@ -184,6 +188,26 @@ class _AttentionReader:
             self.pending[block.name] = out[1] if isinstance(out, tuple) else out
 
         return hook
+
+    def on_softmax(self, block: Block):
+        # No module emits the maps (e.g. Hugging Face's generic path): the one softmax over keys
+        # computed inside the block's mixer is them.
+        def found(seen: list[torch.Tensor]) -> None:
+            if len(seen) == 1:
+                self.pending[block.name] = seen[0]
+            else:
+                self.unread[block.name] = f"its branch computed {len(seen)} softmaxes, not one"
+
+        return found
+
+    def hooks(self, blocks: list[Block]) -> list:
+        handles = []
+        for b in blocks:
+            if b.attention is not None:
+                handles.append(b.attention.register_forward_hook(self.on_attention(b)))
+            else:
+                handles += catching_softmax(_source(b), self.on_softmax(b))
+        return handles
 
     def on_tap(self, block: Block, t: torch.Tensor) -> None:
         # The tap (the stream after the block) comes after the attention inside it; the map's
@@ -237,15 +261,31 @@ def attention_stats(
     started = time.perf_counter()
     device = resolve_device(device)
     anatomy = anatomy_of(model.to(device))
-    blocks = [b for b in anatomy.blocks if b.kind == "msa" and b.attention is not None]
+    blocks = [b for b in anatomy.blocks if b.kind == "msa" and _source(b) is not None]
     if not blocks:
         raise VitlensError(
             f"{type(unwrap(model)).__name__} has no MSA block whose attention maps vitlens can "
             "read, so there are no attention statistics to compute"
         )
     reader = _AttentionReader(model, blocks)
+    data = stream(
+        batches, max_batches=max_batches, device=device, progress=progress, description="attention"
+    )
+    n_images, n_batches = _read_all(model, anatomy, blocks, reader, data)
+    if not reader.accumulators and reader.unread:
+        raise VitlensError(
+            f"no MSA block of {type(unwrap(model)).__name__} gave one attention map: "
+            + "; ".join(f"{name}: {why}" for name, why in reader.unread.items())
+        )
+    provenance = provenance_for(provenance, model, device, started)
+    return _result(reader, list(anatomy.blocks), blocks, provenance, n_images, n_batches)
+
+
+def _read_all(model, anatomy, blocks, reader: _AttentionReader, data) -> tuple[int, int]:
+    """Run every batch on the explicit path, the reader collecting each block's maps;
+    returns (images, batches) seen."""
     n_images = n_batches = 0
-    handles = [b.attention.register_forward_hook(reader.on_attention(b)) for b in blocks]
+    handles = reader.hooks(blocks)
     try:
         with (
             evaluating(model),
@@ -253,13 +293,7 @@ def attention_stats(
             anatomy.explicit(model),
             tapping(blocks, reader.on_tap),
         ):
-            for images, _ in stream(
-                batches,
-                max_batches=max_batches,
-                device=device,
-                progress=progress,
-                description="attention",
-            ):
+            for images, _ in data:
                 reader.images = images
                 anatomy.run(model, images)
                 n_images += int(images.shape[0])
@@ -267,8 +301,12 @@ def attention_stats(
     finally:
         for h in handles:
             h.remove()
-    provenance = provenance_for(provenance, model, device, started)
-    return _result(reader, list(anatomy.blocks), blocks, provenance, n_images, n_batches)
+    return n_images, n_batches
+
+
+def _source(block: Block) -> nn.Module | None:
+    """The module whose forward computes the block's attention map."""
+    return block.attention or block.mixer or block.branch
 
 
 def _result(reader, all_blocks, blocks, provenance, n_images, n_batches) -> AttentionResult:
@@ -292,6 +330,7 @@ def _result(reader, all_blocks, blocks, provenance, n_images, n_batches) -> Atte
         specificity=[stats[b.name][2] for b in done],
         n_images=n_images,
         n_batches=n_batches,
+        unread=dict(reader.unread),
     )
 
 
