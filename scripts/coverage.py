@@ -49,6 +49,16 @@ TIMM = (
 )  # fmt: skip
 
 
+# Hugging Face image classifiers, one per family, by their config class at its defaults (the
+# base size of each family, random init): dedicated adapters and the generic path alike.
+HF = (
+    "ViTConfig", "DeiTConfig", "Dinov2Config", "Dinov2WithRegistersConfig", "SwinConfig",
+    "Swinv2Config", "BeitConfig", "Data2VecVisionConfig", "ConvNextConfig", "ConvNextV2Config",
+    "ResNetConfig", "MobileViTConfig", "MobileViTV2Config", "LevitConfig", "EfficientNetConfig",
+    "RegNetConfig", "PvtV2Config", "FocalNetConfig",
+)  # fmt: skip
+
+
 def torchvision_models() -> list[str]:
     import torchvision
 
@@ -57,7 +67,11 @@ def torchvision_models() -> list[str]:
 
 def listed() -> list[str]:
     """Every model of the table, as vitlens names outside models."""
-    return [f"torchvision:{n}" for n in torchvision_models()] + [f"timm:{n}" for n in TIMM]
+    return (
+        [f"torchvision:{n}" for n in torchvision_models()]
+        + [f"timm:{n}" for n in TIMM]
+        + [f"transformers:{n}" for n in HF]
+    )
 
 
 @dataclass
@@ -102,6 +116,8 @@ def build(name: str):
     from vitlens.models.foreign import build_foreign
 
     source, arch = name.split(":", 1)
+    if source == "transformers":
+        return _hf_model(arch)
     size = 224
     if source == "timm":
         import timm
@@ -110,6 +126,19 @@ def build(name: str):
         size = int(cfg.input_size[-1]) if cfg and cfg.input_size else 224
     model = build_foreign(name, num_classes=10, image_size=size, in_chans=3)
     return model.eval(), size
+
+
+def _hf_model(config_name: str):
+    """A Hugging Face image classifier of the family of `config_name`, 10 classes."""
+    import transformers
+
+    config = getattr(transformers, config_name)(num_labels=10)
+    if config_name == "LevitConfig":  # two classifier classes: the auto mapping cannot choose
+        model = transformers.LevitForImageClassification(config)
+    else:
+        model = transformers.AutoModelForImageClassification.from_config(config)
+    size = getattr(config, "image_size", 224)
+    return model.eval(), int(size[0] if isinstance(size, list | tuple) else size)
 
 
 def survey(name: str, analyses: bool) -> Row:
