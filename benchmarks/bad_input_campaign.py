@@ -62,7 +62,7 @@ def hf_folders(root: Path) -> dict[str, Path]:
     out = {}
     for name, (config, weights) in cases.items():
         folder = root / name
-        folder.mkdir()
+        folder.mkdir(parents=True)
         (folder / "config.json").write_text(config)
         (folder / "model.safetensors").write_bytes(weights)
         out[name] = folder
