@@ -102,3 +102,27 @@ def test_worker_processes_decode_what_one_process_does(tmp_path):
     parallel = imagenet.decode_all(paths, 12, None)
     serial = torch.from_numpy(np.stack([imagenet._decode((p, 12, None)) for p in paths]))
     assert torch.equal(parallel, serial)
+
+
+def test_the_devkit_ground_truth_reads_ids_through_meta_mat(layouts, tmp_path):
+    savemat = pytest.importorskip(
+        "scipy.io", reason="the devkit's meta.mat is a MATLAB file"
+    ).savemat
+    _, flat = layouts
+    (flat / "LOC_val_solution.csv").unlink()
+    # The devkit numbers synsets in its own order, not the sorted wnids': 1 is toilet tissue here.
+    devkit = {1: WNIDS[2], 2: WNIDS[0], 3: WNIDS[1]}
+    fields = [("ILSVRC2012_ID", "O"), ("WNID", "O"), ("words", "O"), ("gloss", "O"),
+              ("num_children", "O")]  # fmt: skip
+    rows = [(i, w, "", "", 0) for i, w in devkit.items()] + [(1001, "n00001740", "", "", 5)]
+    (tmp_path / "ILSVRC2012_devkit_t12" / "data").mkdir(parents=True)
+    savemat(str(tmp_path / "ILSVRC2012_devkit_t12" / "data" / "meta.mat"),
+            {"synsets": np.array(rows, dtype=fields)})  # fmt: skip
+    ids = [2, 2, 2, 3, 3, 3, 1, 1, 1]  # the 9 images, in sorted file order
+    (flat / "ILSVRC2012_validation_ground_truth.txt").write_text("\n".join(map(str, ids)))
+    got = load_dataset("imagenet:9", "test", data_dir=flat, image_size=16)
+    assert got.labels.tolist() == [0, 0, 0, 1, 1, 1, 999, 999, 999]
+    (flat / "ILSVRC2012_validation_ground_truth.txt").write_text("1\n" * 9)
+    (tmp_path / "ILSVRC2012_devkit_t12" / "data" / "meta.mat").unlink()
+    with pytest.raises(VitlensError, match="devkit IDs.*data/meta.mat, not found"):
+        load_dataset("imagenet:9", "test", data_dir=flat, image_size=16)

@@ -7,7 +7,10 @@ DIR/imagenet/val) is either
 - one folder per WordNet id (`n01440764/…`), the layout timm and torchvision read; or
 - a flat folder of images with a ground-truth file beside them: `LOC_val_solution.csv`
   (Kaggle's: `ImageId,PredictionString` whose first word is the wnid) or a text file
-  `val_wnids.txt` with one `FILENAME WNID` (or just `WNID`, in sorted file order) per line.
+  `val_wnids.txt` with one `FILENAME WNID` (or just `WNID`, in sorted file order) per line,
+  or the devkit's `ILSVRC2012_validation_ground_truth.txt` (one ILSVRC2012_ID per image in
+  sorted file order), whose IDs are mapped to wnids by the devkit's `data/meta.mat` (found
+  beside the images, in DIR or DIR/ILSVRC2012_devkit_t12; read with scipy).
 
 Class indices follow the sorted wnids, as timm's and torchvision's pretrained heads do; the
 1000 wnids and their names ship with vitlens (`imagenet_classes.tsv`). Images are decoded with
@@ -34,7 +37,8 @@ from vitlens.data.preprocess import Preprocessing, resize_image
 from vitlens.errors import VitlensError
 
 CLASSES_FILE = Path(__file__).with_name("imagenet_classes.tsv")
-GROUND_TRUTH = ("LOC_val_solution.csv", "val_wnids.txt")
+DEVKIT_TRUTH = "ILSVRC2012_validation_ground_truth.txt"
+GROUND_TRUTH = ("LOC_val_solution.csv", "val_wnids.txt", DEVKIT_TRUTH)
 MEAN = (0.485, 0.456, 0.406)
 STD = (0.229, 0.224, 0.225)
 
@@ -125,8 +129,47 @@ def _flat_files(folder: Path, truth: Path, index: dict[str, int]) -> list[tuple[
     return out
 
 
+def _devkit_wnids(truth: Path) -> dict[int, str]:
+    """ILSVRC2012_ID -> wnid of the 1000 leaf synsets, from the devkit's `data/meta.mat`."""
+    places = [truth.parent / "meta.mat", truth.parent / "data" / "meta.mat"]
+    places += [p / "ILSVRC2012_devkit_t12" / "data" / "meta.mat" for p in truth.parents[:2]]
+    meta = next((p for p in places if p.is_file()), None)
+    if meta is None:
+        where = ", ".join(str(p) for p in places)
+        raise VitlensError(
+            f"{truth.name} holds devkit IDs; their wnids are in the devkit's "
+            f"data/meta.mat, not found at {where}"
+        )
+    try:
+        from scipy.io import loadmat
+    except ImportError:
+        raise VitlensError(f"reading {meta} needs scipy: pip install scipy") from None
+    try:
+        synsets = loadmat(str(meta), squeeze_me=True)["synsets"]
+        rows = [(int(s[0]), str(s[1])) for s in synsets if int(s[4]) == 0]  # leaves: 1000
+    except Exception as err:  # a damaged or foreign .mat file
+        raise VitlensError(f"{meta} is not the ImageNet devkit's meta.mat: {err}") from None
+    return dict(rows)
+
+
+def _read_devkit_truth(truth: Path, stems: list[str]) -> dict[str, str]:
+    ids = truth.read_text().split()
+    if len(ids) != len(stems) or not all(i.isdigit() for i in ids):
+        raise VitlensError(
+            f"{truth} has {len(ids)} entries for {len(stems)} images; it holds one integer "
+            "ILSVRC2012_ID per image in sorted file order"
+        )
+    wnids = _devkit_wnids(truth)
+    unknown = sorted({i for i in ids if int(i) not in wnids})
+    if unknown:
+        raise VitlensError(f"{truth} has IDs the devkit does not list: {unknown[:5]}")
+    return {stem: wnids[int(i)] for stem, i in zip(stems, ids, strict=True)}
+
+
 def _read_truth(truth: Path, stems: list[str]) -> dict[str, str]:
-    """Image stem -> wnid from either ground-truth format."""
+    """Image stem -> wnid from any of the ground-truth formats."""
+    if truth.name == DEVKIT_TRUTH:
+        return _read_devkit_truth(truth, stems)
     if truth.name.endswith(".csv"):
         with truth.open(newline="") as f:
             rows = list(csv.DictReader(f))
