@@ -57,7 +57,11 @@ def test_imagenet_preset_imports_and_measures_c9_to_c12(tmp_path, monkeypatch):
 
     steps = json.loads((tmp_path / "study" / "steps.json").read_text())
     assert {"import/test_vit", "import/test_resnet"} <= set(steps)
-    assert not any(s.startswith(("train/", "hessian/", "landscape/")) for s in steps)
+    assert not any(s.startswith(("train/", "landscape/", "trajectory/")) for s in steps)
+    # The Hessian runs on validation minibatches, says so, and judges no training claim.
+    hessian = json.loads((tmp_path / "study" / "results" / "hessian" / "test_vit.json").read_text())
+    assert hessian["provenance"]["split"] == "test" and hessian["weight_decay"] == 0.0
+    assert hessian["eigenvalues"] and "held-out images" in report.read_text()
     record = json.loads(
         (tmp_path / "study" / "runs" / "test_vit" / "checkpoints" / "final.json").read_text()
     )

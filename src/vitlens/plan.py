@@ -72,7 +72,7 @@ class StudyPlan:
             train_preset=base.train_preset,
             seeds=base.seeds,
             ablations=None if base.ablations is None else asdict(base.ablations),
-            analyses=[s.name for s in specs if not (base.imports and s.split != "test")],
+            analyses=[s.name for s in specs if not base.imports or _on_test_images(s)],
             imports=dict(base.imports),
             budget={s.name: [s.budget(preset).batches, s.budget(preset).batch_size] for s in specs},
             options={
@@ -152,7 +152,7 @@ class StudyPlan:
             if parse_source(source)[0] not in ("timm", "torchvision", "hf"):
                 raise ConfigError(f"{source}: a study imports timm:, torchvision: or hf: models")
         for name in self.analyses:
-            if get_analysis(name).split != "test":
+            if not _on_test_images(get_analysis(name)):
                 raise ConfigError(
                     f"{name} needs the models' training data; a study of pretrained models runs "
                     "the analyses of test images only"
@@ -264,3 +264,8 @@ def runs_overrides(paths: list[str], dataset: str | None) -> dict[str, Any]:
             label += "'"
         labels[label] = str(Path(path).resolve())
     return dict(runs=labels, models=list(labels), seeds=1, ablations={}, dataset=dataset or "")
+
+
+def _on_test_images(spec) -> bool:
+    """Whether an analysis can run on a pretrained model's test images alone."""
+    return spec.split == "test" or spec.held_out

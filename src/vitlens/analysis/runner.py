@@ -133,9 +133,18 @@ def _provenance(subject: Subject, spec: AnalysisSpec, dataset: str | None, seed:
         model=subject.name,
         checkpoint_sha256=subject.record.get("model_sha256"),
         dataset=dataset or subject.config["dataset"],
-        split=spec.split,
+        split="test" if _held_out(spec, subject, dataset) else spec.split,
         seed=seed,
     )
+
+
+def _held_out(spec: AnalysisSpec, subject: Subject, dataset: str | None) -> bool:
+    """Whether a training-data analysis runs on test minibatches: data without a training
+    split (ImageNet's validation images) and an analysis that allows it (`held_out`)."""
+    from vitlens.data.sources import has_training_split
+
+    name = dataset or subject.config["dataset"]
+    return spec.data == "train_augmented" and spec.held_out and not has_training_split(name)
 
 
 def parse_options(spec: AnalysisSpec, pairs: list[str]) -> dict[str, Any]:
@@ -177,6 +186,10 @@ def _prepare(spec, subject, dev, *, batches, batch_size, dataset, data_dir, seed
     where = dict(dataset=dataset, data_dir=data_dir, batch_size=size, limit=limit)
     if spec.data == "snapshots":
         return {"batches": None, "checkpoint": subject.path}
+    if spec.data == "train_augmented" and _held_out(spec, subject, dataset):
+        data, _info = clean_batches(subject, **where)  # un-augmented, no weight decay known
+        size = min(size, len(data.dataset))  # fewer images than a minibatch: one of them all
+        return dict(batches=data, weight_decay=0.0, n_batches=limit, batch_size=size)
     if spec.data == "train_augmented":
         data, _info, mixer = training_batches(subject, seed=seed, **where)
         wd = subject.config.get("weight_decay", 0.0)

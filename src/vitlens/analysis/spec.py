@@ -223,6 +223,9 @@ class AnalysisSpec:
         needs: block kinds a model must have for the analysis to apply (the study skips others).
         ablation_options: None if the study's ablation runs (the ViT variants) skip this
             analysis; else the options they run it with (the ablation claims read its Results).
+        held_out: for a `train_augmented` analysis, whether it may run on un-augmented test
+            minibatches (no weight decay) where the data has no training split, as for
+            ImageNet's validation images; its Results then say split "test".
     """
 
     name: str
@@ -239,6 +242,7 @@ class AnalysisSpec:
     columns: tuple[Column, ...] = ()
     needs: frozenset[str] = frozenset()
     ablation_options: Mapping[str, Any] | None = None
+    held_out: bool = False
 
     def __post_init__(self):
         if self.section not in SECTIONS:

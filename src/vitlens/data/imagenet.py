@@ -232,7 +232,8 @@ def load_imagenet(
     if split != "test":
         raise VitlensError(
             "vitlens reads ImageNet's validation set only (split 'test'); analyses that need "
-            "the training split (hessian, landscape, trajectory) do not apply to it"
+            "the training split (landscape, trajectory) do not apply to it, and the Hessian runs "
+            "on validation minibatches"
         )
     count = parse_name(name)
     found = labelled_files(validation_folder(data_dir))

@@ -37,6 +37,12 @@ def list_datasets() -> list[str]:
     return list(BUILTIN_INFOS)
 
 
+def has_training_split(name: str) -> bool:
+    """Whether vitlens reads a training split of the dataset `name` (not ImageNet's: only its
+    validation images are read)."""
+    return name.strip().lower().split(":")[0] != "imagenet"
+
+
 def _canonical(name: str) -> str:
     """Resolve a dataset name ("FashionMNIST", "cifar-10" and such are accepted)."""
     if name.strip().lower().split(":")[0] == "imagenet":
