@@ -133,8 +133,14 @@ def _hf_model(config_name: str):
     import transformers
 
     config = getattr(transformers, config_name)(num_labels=10)
-    if config_name == "LevitConfig":  # two classifier classes: the auto mapping cannot choose
-        model = transformers.LevitForImageClassification(config)
+    # Families with two classifier classes (with and without a teacher head): the auto
+    # mapping cannot choose, so the plain classifier is named.
+    plain = {
+        "LevitConfig": "LevitForImageClassification",
+        "DeiTConfig": "DeiTForImageClassification",
+    }
+    if config_name in plain:
+        model = getattr(transformers, plain[config_name])(config)
     else:
         model = transformers.AutoModelForImageClassification.from_config(config)
     size = getattr(config, "image_size", 224)
@@ -190,7 +196,7 @@ def _read_maps(model, x, row: Row) -> None:
     elif row.maps < row.attention:  # class or cross attention, outlookers: outside msa blocks
         row.unread = (
             f"{row.attention - row.maps} of {row.attention} attention computations are outside "
-            "the msa blocks read (e.g. class attention, cross-attention, outlookers)"
+            "the msa blocks read (e.g. class or channel attention, cross-attention, outlookers)"
         )
 
 
