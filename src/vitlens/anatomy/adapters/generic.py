@@ -246,6 +246,7 @@ class _Probe:
     order: dict[int, int] = field(default_factory=dict)
     attending: dict[int, set[str]] = field(default_factory=dict)
     attention_ops: dict[int, int] = field(default_factory=dict)
+    calls: dict[int, int] = field(default_factory=dict)  # how often each module ran
 
     def input(self, m: nn.Module) -> torch.Tensor | None:
         return self.seen.get(id(m), (None, None))[0]
@@ -318,6 +319,7 @@ def _probe(model, watch: list[nn.Module], side: int, zero: list[nn.Module] = ())
     stack: list[nn.Module] = []
     attending: dict[int, set[str]] = {}
     ops: dict[int, int] = {}
+    calls: dict[int, int] = {}
 
     def enter(m, _inp):
         stack.append(m)
@@ -327,6 +329,7 @@ def _probe(model, watch: list[nn.Module], side: int, zero: list[nn.Module] = ())
             stack.pop()
         seen[id(m)] = (_first(inp), _first(out))
         order.setdefault(id(m), len(order))
+        calls[id(m)] = calls.get(id(m), 0) + 1
 
     def zeroed(_m, _inp, out):
         return torch.zeros_like(out)
@@ -346,7 +349,7 @@ def _probe(model, watch: list[nn.Module], side: int, zero: list[nn.Module] = ())
         model.train(was_training)
         for h in handles:
             h.remove()
-    return _Probe(seen, output, order, attending, ops)
+    return _Probe(seen, output, order, attending, ops, calls)
 
 
 def _layout(model: nn.Module, t: torch.Tensor) -> Layout:
@@ -566,6 +569,9 @@ def describe_generic(model: nn.Module) -> Anatomy:
         return _CACHE[model]
     probe, side = _first_probe(model)
     units, stem = _units(model, probe)
+    # A module run several times per forward (Visformer's one `pos_drop` after each stage) is
+    # shared plumbing, not a block: its output would be tapped at every use.
+    units = [(n, u) for n, u in units if probe.calls.get(id(u), 1) == 1]
     units = _split_attention(units, probe)
     branches = {id(u): b for _, u in units if (b := _skip_branch(u)) is not None}
     branches = _verified(model, units, branches, side)
