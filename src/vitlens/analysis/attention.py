@@ -54,7 +54,7 @@ from vitlens.analysis.streaming import (
     stream,
 )
 from vitlens.anatomy import Block, anatomy_of, tapping, unwrap
-from vitlens.anatomy.attention import catching_softmax
+from vitlens.anatomy.attention import hook_maps, map_source
 from vitlens.errors import VitlensError
 
 
@@ -176,38 +176,18 @@ class _AttentionReader:
     tap, so no batch of maps is held longer than one block."""
 
     def __init__(self, model: nn.Module, blocks: list[Block]):
-        self.windows = {b.name: window_of(unwrap(model), _source(b)) for b in blocks}
+        self.windows = {b.name: window_of(unwrap(model), map_source(b)) for b in blocks}
         self.unread: dict[str, str] = {}
         self.accumulators: dict[str, AttentionAccumulator] = {}
         self.grids: dict[str, tuple[int, int]] = {}
         self.pending: dict[str, torch.Tensor] = {}
         self.images: torch.Tensor | None = None  # the batch being run
 
-    def on_attention(self, block: Block):
-        def hook(_m, _inp, out):
-            self.pending[block.name] = out[1] if isinstance(out, tuple) else out
-
-        return hook
-
-    def on_softmax(self, block: Block):
-        # No module emits the maps (e.g. Hugging Face's generic path): the one softmax over keys
-        # computed inside the block's mixer is them.
-        def found(seen: list[torch.Tensor]) -> None:
-            if len(seen) == 1:
-                self.pending[block.name] = seen[0]
-            else:
-                self.unread[block.name] = f"its branch computed {len(seen)} softmaxes, not one"
-
-        return found
+    def keep(self, block: Block, attn: torch.Tensor) -> None:
+        self.pending[block.name] = attn
 
     def hooks(self, blocks: list[Block]) -> list:
-        handles = []
-        for b in blocks:
-            if b.attention is not None:
-                handles.append(b.attention.register_forward_hook(self.on_attention(b)))
-            else:
-                handles += catching_softmax(_source(b), self.on_softmax(b))
-        return handles
+        return hook_maps(blocks, self.keep, self.unread)
 
     def on_tap(self, block: Block, t: torch.Tensor) -> None:
         # The tap (the stream after the block) comes after the attention inside it; the map's
@@ -261,7 +241,7 @@ def attention_stats(
     started = time.perf_counter()
     device = resolve_device(device)
     anatomy = anatomy_of(model.to(device))
-    blocks = [b for b in anatomy.blocks if b.kind == "msa" and _source(b) is not None]
+    blocks = [b for b in anatomy.blocks if b.kind == "msa" and map_source(b) is not None]
     if not blocks:
         raise VitlensError(
             f"{type(unwrap(model)).__name__} has no MSA block whose attention maps vitlens can "
@@ -302,11 +282,6 @@ def _read_all(model, anatomy, blocks, reader: _AttentionReader, data) -> tuple[i
         for h in handles:
             h.remove()
     return n_images, n_batches
-
-
-def _source(block: Block) -> nn.Module | None:
-    """The module whose forward computes the block's attention map."""
-    return block.attention or block.mixer or block.branch
 
 
 def _result(reader, all_blocks, blocks, provenance, n_images, n_batches) -> AttentionResult:

@@ -46,7 +46,7 @@ from vitlens.analysis.streaming import (
     stream,
 )
 from vitlens.anatomy import Block, anatomy_of, tapping, unwrap
-from vitlens.anatomy.attention import catching_softmax
+from vitlens.anatomy.attention import hook_maps, map_source
 from vitlens.errors import VitlensError
 
 HeadFusion = Literal["mean", "max", "min"]
@@ -244,29 +244,13 @@ class _MapReader:
             attn.retain_grad()
         self.pending[block.name] = attn
 
-    def on_attention(self, block: Block):
-        def hook(_m, _inp, out):
-            self.keep(block, out[1] if isinstance(out, tuple) else out)
-
-        return hook
-
-    def on_softmax(self, block: Block):
-        # No module emits the maps: the one softmax over keys inside the branch is them.
-        def found_maps(seen: list[torch.Tensor]) -> None:
-            if len(seen) == 1:
-                self.keep(block, seen[0])
-            else:
-                self.unread[block.name] = f"its branch computed {len(seen)} softmaxes, not one"
-
-        return found_maps
-
     def on_tap(self, block: Block, t: torch.Tensor) -> None:
         attn = self.pending.pop(block.name, None)
         if attn is None:
             self.unread.setdefault(block.name, "its attention module emitted no map on this input")
             return
         grid = tuple(int(s) for s in block.layout.to_map(t).shape[-2:])
-        source = block.attention or block.mixer or block.branch
+        source = map_source(block)
         images = self.images
         try:
             geometry = resolve_geometry(
@@ -284,13 +268,7 @@ class _MapReader:
         self.found.append(BlockMaps(block, attn, grid, geometry, shift))
 
     def hooks(self, blocks: list[Block]) -> list:
-        handles = []
-        for b in blocks:
-            if b.attention is not None:
-                handles.append(b.attention.register_forward_hook(self.on_attention(b)))
-            else:
-                handles += catching_softmax(b.mixer or b.branch, self.on_softmax(b))
-        return handles
+        return hook_maps(blocks, self.keep, self.unread)
 
 
 def capture_attention(model: nn.Module, images: torch.Tensor, *, keep_graph: bool = False):
@@ -305,7 +283,7 @@ def capture_attention(model: nn.Module, images: torch.Tensor, *, keep_graph: boo
     for b in msa:
         if b.attention is None and b.mixer is None and b.branch is None:
             reader.unread[b.name] = "no attention module, and no branch to read a softmax in"
-    readable = [b for b in msa if b.attention or b.mixer or b.branch]
+    readable = [b for b in msa if map_source(b) is not None]
     handles = reader.hooks(readable)
     try:
         with anatomy.explicit(model), tapping(readable, reader.on_tap):

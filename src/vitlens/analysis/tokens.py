@@ -18,7 +18,6 @@ Mean attention distance against depth (ViT paper Fig. 7, right) is the attention
 
 from __future__ import annotations
 
-import dataclasses
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -179,12 +178,11 @@ def tokens(
             anatomy.forward(model, images)
             n_batches += 1
     provenance = provenance_for(provenance, model, device, started)
-    result = _result(anatomy.blocks, blocks, found, outlier_factor, n_batches, provenance)
-    roles = prefix_roles(model, max(result.prefix, default=0))
-    return dataclasses.replace(result, prefix_roles=roles)
+    roles = prefix_roles(model, max((e.prefix for e in found.values()), default=0))
+    return _result(anatomy.blocks, blocks, found, outlier_factor, n_batches, provenance, roles)
 
 
-def _result(all_blocks, blocks, found, factor, n_batches, provenance) -> TokensResult:
+def _result(all_blocks, blocks, found, factor, n_batches, provenance, roles) -> TokensResult:
     depths = normalized_depths(list(all_blocks))
     done = [b for b in blocks if b.name in found]
     norms = {b.name: torch.cat(found[b.name].norms) for b in done}
@@ -199,6 +197,7 @@ def _result(all_blocks, blocks, found, factor, n_batches, provenance) -> TokensR
         grids=[list(found[b.name].grid) for b in done],
         norms=[norms[b.name].tolist() for b in done],
         prefix_norms=[torch.cat(found[b.name].prefix_norms).tolist() for b in done],
+        prefix_roles=roles,
         median=[float(norms[b.name].median()) for b in done],
         outliers=[outliers[b.name] for b in done],
         outlier_share=[len(outliers[b.name]) / norms[b.name].numel() for b in done],

@@ -18,6 +18,7 @@ from torch import nn
 from torch.overrides import TorchFunctionMode
 
 from vitlens.anatomy.core import anatomy_of, unwrap
+from vitlens.anatomy.spec import Block
 
 
 def switch_flag(attr: str, value: bool) -> Callable[[nn.Module], contextlib.AbstractContextManager]:
@@ -196,3 +197,43 @@ def catching_softmax(module: nn.Module, found: Callable[[list[torch.Tensor]], No
         found(mode.seen)
 
     return [module.register_forward_pre_hook(before), module.register_forward_hook(after)]
+
+
+def map_source(block: Block) -> nn.Module | None:
+    """The module whose forward computes an MSA block's attention map: its attention module,
+    else the mixer or branch inside which the one softmax over keys runs."""
+    return block.attention or block.mixer or block.branch
+
+
+def hook_maps(
+    blocks: list[Block],
+    keep: Callable[[Block, torch.Tensor], None],
+    unread: dict[str, str],
+) -> list:
+    """Hooks that hand `keep(block, maps)` each block's (B * windows, heads, N, M) attention as
+    its forward produces it: the attention module's output, or the one softmax caught inside
+    the block's mixer; a block whose mixer computes several is named in `unread`. Returns the
+    hook handles (remove them when done)."""
+
+    def emitted(block: Block):
+        def hook(_m, _inp, out):
+            keep(block, out[1] if isinstance(out, tuple) else out)
+
+        return hook
+
+    def caught(block: Block):
+        def found(seen: list[torch.Tensor]) -> None:
+            if len(seen) == 1:
+                keep(block, seen[0])
+            else:
+                unread[block.name] = f"its branch computed {len(seen)} softmaxes, not one"
+
+        return found
+
+    handles = []
+    for b in blocks:
+        if b.attention is not None:
+            handles.append(b.attention.register_forward_hook(emitted(b)))
+        else:
+            handles += catching_softmax(map_source(b), caught(b))
+    return handles
