@@ -6,7 +6,9 @@ Every case here is built by hand so that the old rule and the paper's rule disag
 
 from __future__ import annotations
 
+import dataclasses
 import math
+import statistics
 
 import pytest
 import torch
@@ -285,3 +287,114 @@ def test_the_result_records_the_energy_and_the_rms_per_band():
             assert claim.holds is None and "bands of equal energy" in claim.measured
         else:
             assert claim.holds is not None and "equal energy" in claim.measured
+
+
+# -- differences within their sampling noise ----------------------------------------------------
+
+
+def hessian(negatives_per_batch: list[int], k: int = 5, positive: float = 10.0):
+    """A Hessian Result whose minibatch i has `negatives_per_batch[i]` negative eigenvalues."""
+    from vitlens.analysis.hessian import HessianResult, nep_ape
+
+    rows = [[-1.0] * n + [positive] * (k - n) for n in negatives_per_batch]
+    nep, ape = nep_ape(v for row in rows for v in row)
+    return HessianResult(eigenvalues=rows, nep=nep, ape=ape, k=k)
+
+
+def test_difference_has_the_standard_error_of_two_independent_means():
+    from vitlens.analysis.claim import NOISE_Z, difference
+
+    a, b = [0.2, 0.0, 0.4, 0.2], [0.0, 0.2, 0.0, 0.0]
+    d = difference(a, b)
+    se_a = statistics.stdev(a) / 2
+    se_b = statistics.stdev(b) / 2
+    assert d.value == pytest.approx(0.15)
+    assert d.stderr == pytest.approx(math.sqrt(se_a**2 + se_b**2), abs=1e-15)
+    assert d.resolved == (NOISE_Z * d.stderr < 0.15)
+    assert math.isnan(difference([1.0], [0.0]).stderr)  # one sample: noise unknown
+    assert difference([1.0], [0.0]).resolved  # the direction is then read as measured
+
+
+def test_one_eigenvalue_of_fifty_is_within_noise_not_an_effect():
+    from vitlens.ablations import c15_gap_head
+
+    # CLS 5 negatives of 50, GAP 4 of 50: the old rule said "holds" (10 % > 8 %).
+    cls = hessian([1, 0, 1, 0, 1, 0, 1, 0, 1, 0])
+    gap = hessian([1, 0, 1, 0, 1, 0, 1, 0, 0, 0])
+    view = StudyView({"hessian": {"c": cls, "g": gap}}, {}, ["vit_nano"], {"vit_nano": "vit"})
+    view = dataclasses.replace(view, comparisons={"pool": [("cls", "c"), ("gap", "g")]})
+    row = c15_gap_head(view)
+    assert row.holds and row.unreadable.startswith("within noise: NEP over minibatches")
+    assert combine([row]).verdict == "inconclusive"
+    # Every CLS minibatch with two negatives, none for GAP: resolved, and the claim holds.
+    clear = dataclasses.replace(
+        view, results={"hessian": {"c": hessian([2] * 10), "g": hessian([0] * 10)}}
+    )
+    assert combine([c15_gap_head(clear)]).verdict == "holds"
+
+
+def test_c4_reads_the_nep_gap_against_its_minibatch_noise():
+    from vitlens.analysis.hessian import c4_nep
+
+    def view(vit, cnn):
+        return StudyView(
+            {"hessian": {"v": vit, "r": cnn}}, {}, ["v", "r"], {"v": "vit", "r": "resnet"}
+        )
+
+    # 10 % vs 4 % over 10 minibatches (the quick study's fp32 run): within noise.
+    noisy = c4_nep(view(hessian([1, 0, 1, 1, 0, 0, 1, 0, 1, 0]), hessian([1, 0, 0, 0, 1] * 2)))
+    assert noisy.unreadable and "± " in noisy.unreadable
+    clear = c4_nep(view(hessian([1] * 10), hessian([0] * 10)))
+    assert clear.holds and clear.unreadable is None
+
+
+def test_accuracy_claims_use_the_binomial_noise_of_the_test_split():
+    from vitlens.analysis.claim import accuracy_difference
+    from vitlens.report.claims import c14_alternet
+
+    def run(acc, n=2000):
+        return {"test_acc": acc, "test_samples": n, "train_nll": 0.5}
+
+    d = accuracy_difference(run(0.835), run(0.838))
+    assert d.stderr == pytest.approx(math.sqrt(0.835 * 0.165 / 2000 + 0.838 * 0.162 / 2000))
+    families = {"alternet_nano": "alternet", "resnet_nano": "resnet"}
+    models = list(families)
+    close = StudyView(
+        {}, {"alternet_nano": run(0.835), "resnet_nano": run(0.838)}, models, families
+    )
+    assert combine([c14_alternet(close)]).verdict == "inconclusive"
+    far = StudyView({}, {"alternet_nano": run(0.80), "resnet_nano": run(0.85)}, models, families)
+    assert combine([c14_alternet(far)]).verdict == "does not hold"
+    # Without the number of test images the noise is unknown: the direction is read.
+    unknown = {
+        m: {"test_acc": a, "train_nll": 0.5} for m, a in zip(models, (0.835, 0.838), strict=True)
+    }
+    row = c14_alternet(StudyView({}, unknown, models, families))
+    assert row.unreadable is None and not row.holds
+
+
+def test_c16_is_inconclusive_when_its_ends_are_within_noise_and_refuted_by_a_clear_rise():
+    from vitlens.ablations import c16_more_heads
+
+    def view(*per_heads):
+        results = {f"h{h}": r for h, r in zip((1, 3, 6), per_heads, strict=True)}
+        pairs = [(h, f"h{h}") for h in (1, 3, 6)]
+        return StudyView({"hessian": results}, {}, ["v"], {"v": "vit"}, {"heads": pairs})
+
+    # NEP 12 / 10 / 8 % and APE falling: the old rule said holds; 6 vs 1 heads is one
+    # eigenvalue in fifty apart, within noise.
+    falling = [
+        hessian(n, positive=p)
+        for n, p in (
+            ([1, 1, 1, 1, 1, 1, 0, 0, 0, 0], 12.0),
+            ([1, 1, 1, 1, 1, 0, 0, 0, 0, 0], 11.0),
+            ([1, 1, 1, 1, 0, 0, 0, 0, 0, 0], 10.0),
+        )
+    ]
+    row = c16_more_heads(view(*falling))
+    assert row.holds and row.unreadable.startswith("within noise: 1 vs 6 heads: NEP")
+    # A clear rise of NEP with heads refutes the claim whatever the noise of APE.
+    rising = [hessian([0] * 10, positive=12.0), hessian([1, 0] * 5, positive=11.0)]
+    rising.append(hessian([2] * 10, positive=10.0))
+    row = c16_more_heads(view(*rising))
+    assert row.unreadable is None and not row.holds

@@ -10,20 +10,26 @@ the study with its own run folder `runs/KEY/`; C7/C15/C16 compare within one tra
 from __future__ import annotations
 
 import dataclasses
+import math
 import statistics
 from dataclasses import dataclass, field
 from typing import Any
 
 from vitlens.analysis.claim import (
     Claim,
+    Difference,
     StudyView,
     above_chance,
+    binomial_se,
+    judged,
     not_measured,
     requires,
     spearman,
     the_vit,
     tied,
+    within_noise,
 )
+from vitlens.analysis.hessian import ape_difference, nep_difference
 
 
 def ablation_analyses() -> dict[str, dict[str, Any]]:
@@ -190,9 +196,13 @@ def c6_less_data_curvature(view: StudyView) -> Claim:
     if len(found) < 2:
         return not_measured("C6", claim, paper)
     (f_full, full), (f_small, small) = found[0], found[-1]
-    margin = small.nep - full.nep
-    measured = f"NEP {f_small:.0%}: {small.nep:.1%} vs {f_full:.0%}: {full.nep:.1%}"
-    return Claim("C6", claim, paper, measured, margin > 0, margin)
+    diff = nep_difference(small, full)
+    measured = (
+        f"NEP {f_small:.0%}: {small.nep:.1%} vs {f_full:.0%}: {full.nep:.1%} "
+        f"(difference {diff.describe('.1%')})"
+    )
+    row = Claim("C6", claim, paper, measured, diff.value > 0, diff.value)
+    return judged(row, diff, "NEP over minibatches", ".1%")
 
 
 def c7_locality(view: StudyView) -> Claim:
@@ -205,6 +215,9 @@ def c7_locality(view: StudyView) -> Claim:
     err = {w: 1 - r["test_acc"] for w, r in rows.items()}
     nll = {w: r["train_nll"] for w, r in rows.items()}
     margin = err["global"] - statistics.fmean(err[w] for w in local)
+    # The mean local error against the global one, each over its own test images.
+    local_se = math.sqrt(sum(binomial_se(rows[w]) ** 2 for w in local)) / len(local)
+    diff = Difference(margin, math.hypot(binomial_se(rows["global"]), local_se))
     nep_lower = statistics.fmean(curv[w].nep for w in local) < curv["global"].nep
     measured = "; ".join(
         f"{w if w == 'global' else f'{w}×{w}'}: err {err[w]:.1%}, NLL {nll[w]:.3f}, "
@@ -212,7 +225,8 @@ def c7_locality(view: StudyView) -> Claim:
         for w in [*local, "global"]
     )
     nll_lower = statistics.fmean(nll[w] for w in local) < nll["global"]
-    return Claim("C7", claim, paper, measured, margin > 0 and nll_lower and nep_lower, margin)
+    row = Claim("C7", claim, paper, measured, margin > 0 and nll_lower and nep_lower, margin)
+    return judged(row, diff, "test error (global - local) over the test images", ".1%")
 
 
 def c15_gap_head(view: StudyView) -> Claim:
@@ -221,9 +235,13 @@ def c15_gap_head(view: StudyView) -> Claim:
     curv = dict(_curvature(view, "pool"))
     if set(curv) != {"cls", "gap"}:
         return not_measured("C15", claim, paper)
-    margin = curv["cls"].nep - curv["gap"].nep
-    measured = f"NEP GAP {curv['gap'].nep:.1%} vs CLS {curv['cls'].nep:.1%}"
-    return Claim("C15", claim, paper, measured, margin > 0, margin)
+    diff = nep_difference(curv["cls"], curv["gap"])
+    measured = (
+        f"NEP GAP {curv['gap'].nep:.1%} vs CLS {curv['cls'].nep:.1%} "
+        f"(difference {diff.describe('.1%')})"
+    )
+    row = Claim("C15", claim, paper, measured, diff.value > 0, diff.value)
+    return judged(row, diff, "NEP over minibatches", ".1%")
 
 
 def c16_more_heads(view: StudyView) -> Claim:
@@ -243,7 +261,21 @@ def c16_more_heads(view: StudyView) -> Claim:
         )
     measured += f" (rank correlation with heads: NEP {rho_nep:+.2f}, APE {rho_ape:+.2f})"
     margin = -(rho_nep + rho_ape) / 2
-    return Claim("C16", claim, paper, measured, rho_nep < 0 and rho_ape < 0, margin)
+    row = Claim("C16", claim, paper, measured, rho_nep < 0 and rho_ape < 0, margin)
+    # Fewest minus most heads: positive where the quantity falls as heads are added. A fall
+    # or rise within the minibatch noise cannot carry the verdict; a clear rise refutes it.
+    (h_few, few), (h_many, many) = found[0], found[-1]
+    ends = {"NEP": nep_difference(few, many), "APE": ape_difference(few, many)}
+    if any(d.resolved and d.value < 0 for d in ends.values()):
+        return row
+    noisy = [
+        f"{name} {d.describe('.1%' if name == 'NEP' else '.3g')}"
+        for name, d in ends.items()
+        if not d.resolved
+    ]
+    if noisy:
+        return within_noise(row, f"{h_few:g} vs {h_many:g} heads: " + ", ".join(noisy))
+    return row
 
 
 CHECKS = [c3_less_data, c6_less_data_curvature, c7_locality, c15_gap_head, c16_more_heads]

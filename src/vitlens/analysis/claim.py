@@ -41,8 +41,9 @@ class Claim:
     measured: str
     holds: bool | None  # None: not measured in this study
     margin: float | None = None
-    # Why the direction cannot be read although it was measured: "tied" values, or a failed
-    # precondition ("not testable at this scale: ..."). The verdict then says so.
+    # Why the direction cannot be read although it was measured: "tied" values, a difference
+    # "within noise" of its sampling, or a failed precondition ("not testable at this
+    # scale: ..."). The verdict then says so.
     unreadable: str | None = None
 
 
@@ -70,7 +71,7 @@ def combine(per_seed: list[Claim]) -> Verdict:
     if any(c.unreadable.startswith(UNTESTABLE) for c in unreadable):
         why = next(c.unreadable for c in unreadable if c.unreadable.startswith(UNTESTABLE))
         return Verdict(first, UNTESTABLE, why[len(UNTESTABLE) :].lstrip(": "))
-    if unreadable:  # tied values in at least one seed: the direction cannot be read
+    if unreadable:  # tied, or within noise, in at least one seed: the direction is unread
         return Verdict(first, "inconclusive", unreadable[0].unreadable)
     word = {True: "holds", False: "does not hold"}
     if len(measured) == 1:
@@ -174,6 +175,71 @@ def spearman(a: list[float], b: list[float]) -> float | None:
 def tied(claim: Claim, what: str) -> Claim:
     """`claim` marked unreadable because the values it ranks are all tied."""
     return dataclasses.replace(claim, holds=False, margin=0.0, unreadable=f"tied: {what}")
+
+
+# A difference is read as an effect only when it exceeds this many standard errors of its own
+# sampling (about 95 % two-sided for a normal estimate); within it, the verdict is inconclusive.
+NOISE_Z = 2.0
+
+
+@dataclass(frozen=True)
+class Difference:
+    """`value` = mean(a) - mean(b) of two independent samples, and its standard error."""
+
+    value: float
+    stderr: float  # NaN when a side has a single sample: its noise is unknown
+
+    @property
+    def resolved(self) -> bool:
+        """Whether the difference exceeds `NOISE_Z` standard errors. Where the noise is unknown
+        (one sample), the direction is read as measured and `describe` says so."""
+        return math.isnan(self.stderr) or abs(self.value) > NOISE_Z * self.stderr
+
+    def describe(self, fmt: str = ".3g") -> str:
+        if math.isnan(self.stderr):
+            return f"{self.value:+{fmt}}, noise unknown"
+        return f"{self.value:+{fmt}} ± {self.stderr:{fmt}} (1 SE)"
+
+
+def standard_error(values: list[float]) -> float:
+    """The standard error of the mean of `values` (NaN for fewer than two)."""
+    if len(values) < 2:
+        return float("nan")
+    return statistics.stdev(values) / math.sqrt(len(values))
+
+
+def difference(a: list[float], b: list[float], value: float | None = None) -> Difference:
+    """The difference of the means of `a` and `b` (or `value`, an estimate of it pooled another
+    way) with the standard error of independent samples, sqrt(SE_a² + SE_b²)."""
+    se = math.hypot(standard_error(a), standard_error(b))
+    return Difference(statistics.fmean(a) - statistics.fmean(b) if value is None else value, se)
+
+
+def binomial_se(row: dict[str, Any]) -> float:
+    """The standard error of a training row's test accuracy over its test images (NaN when the
+    row does not say how many)."""
+    p, n = row["test_acc"], row.get("test_samples")
+    return math.sqrt(p * (1 - p) / n) if n else float("nan")
+
+
+def accuracy_difference(a: dict[str, Any], b: dict[str, Any]) -> Difference:
+    """Test accuracy of training row `a` minus that of `b`, with the binomial standard error of
+    the difference as if their test splits were independent. Two models scored on the same
+    images err together on the hard ones, so this overstates the noise: a difference it
+    resolves is real; one it does not may still be."""
+    return Difference(a["test_acc"] - b["test_acc"], math.hypot(binomial_se(a), binomial_se(b)))
+
+
+def judged(claim: Claim, diff: Difference, what: str, fmt: str = ".3g") -> Claim:
+    """`claim`, read as inconclusive when `diff` (its margin) is within the sampling noise."""
+    if diff.resolved:
+        return claim
+    return within_noise(claim, f"{what} differs by {diff.describe(fmt)}")
+
+
+def within_noise(claim: Claim, what: str) -> Claim:
+    """`claim` marked unreadable because its difference is within the sampling noise."""
+    return dataclasses.replace(claim, unreadable=f"within noise: {what}")
 
 
 # -- preconditions: does the model at this scale have what the claim is about? -----------------

@@ -50,6 +50,7 @@ Arguments of `hessian_spectrum`:
 from __future__ import annotations
 
 import dataclasses
+import math
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -59,7 +60,14 @@ import torch
 from torch import nn
 
 from vitlens import distributed as dist
-from vitlens.analysis.claim import Claim, StudyView, not_measured
+from vitlens.analysis.claim import (
+    Claim,
+    Difference,
+    StudyView,
+    difference,
+    judged,
+    not_measured,
+)
 from vitlens.analysis.curvature import (
     L2_CONVENTION,
     HessianOperator,
@@ -189,6 +197,12 @@ class HessianResult(Result):
         weights = torch.tensor(self.density_weights, dtype=torch.float64)
         sld = SpectralDensity(nodes, weights, self.n_params, 0)  # one row per minibatch
         return gaussian_density(sld, torch.tensor(list(grid)), sigma).tolist()
+
+    def per_batch(self) -> tuple[list[float], list[float]]:
+        """NEP and APE of each minibatch on its own (APE: of the minibatches with a positive
+        eigenvalue), the samples whose spread is the noise of the pooled NEP and APE."""
+        rows = [nep_ape(row) for row in self.eigenvalues]
+        return [n for n, _ in rows], [a for _, a in rows if not math.isnan(a)]
 
     @property
     def mean_trace(self) -> float:
@@ -487,14 +501,27 @@ def _training_pair(view: StudyView) -> tuple[Any, Any, str]:
     return h_vit, h_cnn, ""
 
 
+def nep_difference(a: HessianResult, b: HessianResult) -> Difference:
+    """NEP(a) - NEP(b) of the pooled eigenvalues, with its standard error over minibatches
+    (NEP moves in steps of 1 / (k x minibatches): one eigenvalue can flip a comparison)."""
+    return difference(a.per_batch()[0], b.per_batch()[0], a.nep - b.nep)
+
+
+def ape_difference(a: HessianResult, b: HessianResult) -> Difference:
+    """APE(a) - APE(b) of the pooled eigenvalues, with its standard error over minibatches."""
+    return difference(a.per_batch()[1], b.per_batch()[1], a.ape - b.ape)
+
+
 def c4_nep(view: StudyView) -> Claim:
     claim = "ViT has negative Hessian eigenvalues; ResNet almost none"
     paper = "NEP ViT > NEP ResNet ≈ 0"
     h_vit, h_cnn, why = _training_pair(view)
     if why:
         return not_measured("C4", claim, paper, why)
-    measured = f"NEP {h_vit.nep:.1%} vs {h_cnn.nep:.1%}"
-    return Claim("C4", claim, paper, measured, h_vit.nep > h_cnn.nep, h_vit.nep - h_cnn.nep)
+    diff = nep_difference(h_vit, h_cnn)
+    measured = f"NEP {h_vit.nep:.1%} vs {h_cnn.nep:.1%} (difference {diff.describe('.1%')})"
+    row = Claim("C4", claim, paper, measured, diff.value > 0, diff.value)
+    return judged(row, diff, "NEP over minibatches", ".1%")
 
 
 def c5_ape(view: StudyView) -> Claim:
@@ -503,8 +530,10 @@ def c5_ape(view: StudyView) -> Claim:
     h_vit, h_cnn, why = _training_pair(view)
     if why:
         return not_measured("C5", claim, paper, why)
-    measured = f"APE {h_vit.ape:.3g} vs {h_cnn.ape:.3g}"
-    return Claim("C5", claim, paper, measured, h_vit.ape < h_cnn.ape, h_cnn.ape - h_vit.ape)
+    diff = ape_difference(h_cnn, h_vit)
+    measured = f"APE {h_vit.ape:.3g} vs {h_cnn.ape:.3g} (difference {diff.describe()})"
+    row = Claim("C5", claim, paper, measured, diff.value > 0, diff.value)
+    return judged(row, diff, "APE over minibatches")
 
 
 def _run(inputs: Inputs) -> HessianResult:
@@ -539,8 +568,11 @@ SPEC = register_analysis(
             "analyze": Budget(20, 16),
             "imagenet": Budget(2, 16, {"density": False, "trace": False}),
             # The spectral density and trace (the figure's right panel) on one minibatch: at
-            # the quick scale they cost as much as the top-5 eigenvalues of all ten.
-            "quick": Budget(10, 16, {"curvature_batches": 1}),
+            # the quick scale they cost as much as the top-5 eigenvalues of all five. Five
+            # minibatches, not ten: at this scale the NEP comparisons are within their
+            # minibatch noise at either count (claims C4, C6, C15, C16 read it), and C5's
+            # APE gap is resolved at both (benchmarks/results/hessian_budget_quick.txt).
+            "quick": Budget(5, 16, {"curvature_batches": 1}),
             "standard": Budget(20, 16),
             "paper": Budget(100, 16),
         },

@@ -16,9 +16,11 @@ from vitlens.analysis.claim import (
     StudyView,
     Verdict,
     above_chance,
+    accuracy_difference,
     claim_order,
     combine,
     every_model,
+    judged,
     not_measured,
     preconditions_checked,
     requires,
@@ -35,8 +37,10 @@ def c1_accuracy(view: StudyView) -> Claim:
     vit, cnn = view.vit, view.cnn
     if not (vit in view.runs and cnn in view.runs):
         return not_measured("C1", claim, paper)
+    diff = accuracy_difference(view.runs[cnn], view.runs[vit])
     a, b = view.runs[cnn]["test_acc"], view.runs[vit]["test_acc"]
-    return Claim("C1", claim, paper, f"{cnn} {a:.1%} vs {vit} {b:.1%}", a > b, a - b)
+    row = Claim("C1", claim, paper, f"{cnn} {a:.1%} vs {vit} {b:.1%}", a > b, a - b)
+    return judged(row, diff, "test accuracy over the test images", ".1%")
 
 
 @requires(above_chance(every_model))
@@ -65,7 +69,9 @@ def c14_alternet(view: StudyView) -> Claim:
     a, b = view.runs[alt]["test_acc"], view.runs[cnn]["test_acc"]
     # Both are the study's own fixed configurations: nothing here was chosen on the test split.
     measured = f"{alt} {a:.1%} vs {cnn} {b:.1%} (test split; no architecture search)"
-    return Claim("C14", claim, paper, measured, a >= b, a - b)
+    row = Claim("C14", claim, paper, measured, a >= b, a - b)
+    diff = accuracy_difference(view.runs[alt], view.runs[cnn])
+    return judged(row, diff, "test accuracy over the test images", ".1%")
 
 
 TRAINING_CHECKS: list[Callable[[StudyView], Claim]] = [c1_accuracy, c2_nll_train, c14_alternet]
