@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import copy
 import math
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -15,13 +16,7 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, TensorDataset
 
 from vitlens.analysis import load_result
-from vitlens.analysis.attention import (
-    AttentionResult,
-    Geometry,
-    attention_stats,
-    distance_matrix,
-    head_statistics,
-)
+from vitlens.analysis.attention import AttentionResult, attention_stats, head_statistics
 from vitlens.analysis.cka import CKAResult, MinibatchCKA, cka, gram, linear_cka
 from vitlens.analysis.fourier import (
     EPS,
@@ -34,6 +29,7 @@ from vitlens.analysis.fourier import (
     log_amplitude_curve,
     notebook_point,
 )
+from vitlens.analysis.geometry import Geometry, distance_matrix
 from vitlens.analysis.lesion import LesionResult, lesion
 from vitlens.analysis.variance import VarianceResult, spatial_variance, variance
 from vitlens.anatomy import describe, lesioned, record
@@ -399,6 +395,29 @@ def test_windows_tile_a_padded_grid_and_distances_stay_inside_a_window():
     ) / 36
     assert distance == pytest.approx(expected, rel=1e-6)
     assert distance_matrix((2, 2), (3.0, 4.0))[0, 3] == pytest.approx(5.0)
+
+
+def test_pooled_keys_measure_distances_between_the_two_grids_cell_centres():
+    from vitlens.analysis.geometry import pooled_grid, resolve_geometry
+
+    # A 4 x 4 grid of 2-pixel cells attending to its 2 x 2 pooling (4-pixel cells).
+    geometry = Geometry.reduced((4, 4), (2, 2), pixels=(2.0, 2.0))
+    # Query cell (0, 0) is centred at (1, 1) px, key cell (1, 1) at (6, 6) px.
+    assert geometry.distances()[0, 3] == pytest.approx(math.hypot(5, 5))
+    # A query attending only to the key cell that pools it is 1.414 px (half a diagonal of
+    # a 2-pixel cell) from that cell's centre, whichever corner it is in.
+    pools = torch.tensor([(r // 2) * 2 + c // 2 for r in range(4) for c in range(4)])
+    attn = F.one_hot(pools, 4).float()[None, None]  # (1 image, 1 head, 16 queries, 4 keys)
+    distance, entropy, _ = head_statistics(attn, geometry)
+    assert distance[0] == pytest.approx(math.sqrt(2), rel=1e-6) and entropy[0] == 0.0
+    uniform = head_statistics(torch.full((1, 1, 16, 4), 0.25), geometry)[1][0]
+    assert uniform == pytest.approx(math.log(4), rel=1e-6)  # log of the keys, not the queries
+    # Found from the shapes: coarser keys (PVT, Twins) and finer ones (MViT's pooled queries).
+    assert pooled_grid(49, (56, 56)) == (7, 7) and pooled_grid(784, (14, 14)) == (28, 28)
+    assert pooled_grid(10, (56, 56)) is None
+    block = SimpleNamespace(name="b", layout=SimpleNamespace(kind="tokens", prefix=1))
+    found = resolve_geometry(block, (2, 3, 1 + 64, 1 + 16), 2, (8, 8), (32, 32), None)
+    assert found.keys == (4, 4) and found.prefix == 1 and found.pixels == (4.0, 4.0)
 
 
 def test_windowed_models_report_their_windows():

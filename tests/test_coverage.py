@@ -88,7 +88,16 @@ def test_families_once_refused_are_described(name):
 
 @pytest.mark.parametrize(
     "name",
-    ["timm:swinv2_tiny_window8_256", "timm:levit_128s", "timm:gcvit_tiny", "timm:test_maxvit"],
+    [
+        "timm:swinv2_tiny_window8_256",
+        "timm:levit_128s",
+        "timm:gcvit_tiny",
+        "timm:test_maxvit",
+        "timm:pvt_v2_b0",  # keys pooled by a strided conv
+        "timm:twins_svt_small",  # windows before heads (B, W, heads, N, N), and pooled keys
+        "timm:mvitv2_tiny",  # pooled keys, and pooled queries at stage transitions
+        "timm:nextvit_small",
+    ],
 )
 def test_maps_read_are_probabilities_over_their_keys(name):
     pytest.importorskip("timm")
@@ -102,6 +111,34 @@ def test_maps_read_are_probabilities_over_their_keys(name):
         attn = maps.attn
         assert attn.min() >= 0
         torch.testing.assert_close(attn.sum(-1), torch.ones_like(attn.sum(-1)))
+
+
+def test_pooled_key_maps_equal_the_modules_own_attention_computed_by_hand():
+    pytest.importorskip("timm")
+    from vitlens.analysis.attention_maps import capture_attention
+
+    model, size = coverage_script().build("timm:pvt_v2_b0")
+    attn_module = model.stages[0].blocks[0].attn
+    seen = {}
+
+    def keep_input(_m, args):
+        seen["x"], seen["size"] = args[0].detach(), args[1]
+
+    handle = attn_module.register_forward_pre_hook(keep_input)
+    capture = capture_attention(model, torch.randn(1, 3, size, size))
+    handle.remove()
+    # PVT v2: queries on the 56 x 56 grid, keys and values from the grid reduced by a
+    # strided conv (sr) and a LayerNorm, one head at this stage.
+    m, x, (H, W) = attn_module, seen["x"], seen["size"]
+    B, N, C = x.shape
+    q = m.q(x).reshape(B, N, m.num_heads, -1).transpose(1, 2)
+    reduced = m.norm(m.sr(x.transpose(1, 2).reshape(B, C, H, W)).flatten(2).transpose(1, 2))
+    k = m.kv(reduced).reshape(B, -1, 2, m.num_heads, C // m.num_heads).permute(2, 0, 3, 1, 4)[0]
+    expected = (q @ k.transpose(-2, -1) * m.scale).softmax(-1)
+    first = capture.blocks[0]
+    assert first.block.name == "stage0.block0.msa"
+    assert first.geometry.keys == (7, 7) and first.grid == (56, 56)
+    torch.testing.assert_close(first.attn.detach(), expected, rtol=1e-4, atol=1e-6)
 
 
 def test_explicit_sdpa_equals_the_fused_kernel():

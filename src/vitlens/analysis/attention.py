@@ -40,7 +40,7 @@ from typing import ClassVar
 import torch
 from torch import nn
 
-from vitlens.analysis.geometry import Geometry, distance_matrix, resolve_geometry, window_of
+from vitlens.analysis.geometry import Geometry, resolve_geometry, window_of
 from vitlens.analysis.registry import register_analysis
 from vitlens.analysis.result import Provenance, Result
 from vitlens.analysis.spec import AnalysisSpec, Budget, Figure, streamed
@@ -68,6 +68,8 @@ class AttentionResult(Result):
         heads: number of heads per block.
         grids: (H, W) token grid of each block's stage.
         windows: (h, w) grid positions inside one attention window (the whole grid if global).
+        keys: (h, w) grid of the keys each query attends to: the window, or the pooled grid
+            of attention over pooled keys (PVT, Twins, MViT); [] in Results saved before.
         prefix: prefix (class) tokens per block (0 for windowed attention).
         pixels_per_token: (rows, columns) input pixels per grid step.
         distance: per block, per head, mean attention distance in input pixels.
@@ -87,6 +89,7 @@ class AttentionResult(Result):
     heads: list[int] = field(default_factory=list)
     grids: list[list[int]] = field(default_factory=list)
     windows: list[list[int]] = field(default_factory=list)
+    keys: list[list[int]] = field(default_factory=list)
     prefix: list[int] = field(default_factory=list)
     pixels_per_token: list[list[float]] = field(default_factory=list)
     distance: list[list[float]] = field(default_factory=list)
@@ -105,25 +108,27 @@ class AttentionAccumulator:
         self.heads = heads
         self.n_images = 0
         g = geometry
-        self.distances = distance_matrix(g.window, g.pixels).float().to(device)  # (G, G)
+        self.distances = g.distances().float().to(device)  # (G, K): queries x keys
         self.valid = g.valid.to(device)  # (nW, G)
+        self.key_valid = g.key_valid.to(device)  # (nW, K)
         n = g.prefix + g.window[0] * g.window[1]
+        m = g.prefix + g.key_grid[0] * g.key_grid[1]
         acc = float64_device(device)
         self.distance_sum = torch.zeros(heads, dtype=torch.float64, device=acc)
         self.entropy_sum = torch.zeros(heads, dtype=torch.float64, device=acc)
-        self.map_sum = torch.zeros(g.n_windows, heads, n, n, dtype=torch.float64, device=acc)
+        self.map_sum = torch.zeros(g.n_windows, heads, n, m, dtype=torch.float64, device=acc)
         self.row_square_sum = torch.zeros(g.n_windows, heads, n, dtype=torch.float64, device=acc)
 
     def update(self, attn: torch.Tensor) -> None:
-        """Add a batch of maps (B * n_windows, heads, N, N), windows of an image consecutive."""
+        """Add a batch of maps (B * n_windows, heads, N, M), windows of an image consecutive."""
         g, P = self.geometry, self.geometry.prefix
         attn = attn.float()
         B = attn.shape[0] // g.n_windows
-        a = attn.reshape(B, g.n_windows, *attn.shape[1:])  # (B, nW, heads, N, N)
+        a = attn.reshape(B, g.n_windows, *attn.shape[1:])  # (B, nW, heads, N, M)
         queries = self.valid[None, :, None, :].float()  # (1, nW, 1, G) real grid queries
 
         # Distance: rows of grid queries over grid keys, renormalized over real grid keys.
-        grid = a[..., P:, P:] * self.valid[None, :, None, None, :]  # (B, nW, heads, G, G)
+        grid = a[..., P:, P:] * self.key_valid[None, :, None, None, :]  # (B, nW, heads, G, K)
         mass = grid.sum(-1)
         dist = (grid * self.distances).sum(-1) / mass.clamp_min(1e-12)  # (B, nW, heads, G)
         self.distance_sum += (
@@ -150,7 +155,7 @@ class AttentionAccumulator:
         n_queries = self.n_images * int(valid.sum())
         distance = self.distance_sum / n_queries
         entropy = self.entropy_sum / n_queries
-        mean_map = self.map_sum / self.n_images  # (nW, heads, N, N)
+        mean_map = self.map_sum / self.n_images  # (nW, heads, N, M)
         msd = self.row_square_sum / self.n_images - mean_map.square().sum(-1)  # (nW, heads, N)
         msd = msd[..., P:].clamp_min(0) * valid[:, None, :]  # grid queries only
         specificity = (msd.sum(dim=(0, 2)) / int(valid.sum())).sqrt()
@@ -163,8 +168,8 @@ def head_statistics(
     """Per-head (distance, entropy, specificity) of one batch of attention maps.
 
     Args:
-        attn: (B * n_windows, heads, N, N) attention probabilities.
-        geometry: where the tokens sit (`Geometry.global_grid` or `Geometry.windowed`).
+        attn: (B * n_windows, heads, N, M) attention probabilities.
+        geometry: where the tokens sit (`Geometry.global_grid`, `.windowed` or `.reduced`).
     """
     acc = AttentionAccumulator(geometry, attn.shape[1], attn.device)
     acc.update(attn)
@@ -298,6 +303,7 @@ def _result(reader, all_blocks, blocks, provenance, n_images, n_batches) -> Atte
         heads=[acc[b.name].heads for b in done],
         grids=[list(reader.grids[b.name]) for b in done],
         windows=[list(geo[b.name].window) for b in done],
+        keys=[list(geo[b.name].key_grid) for b in done],
         prefix=[geo[b.name].prefix for b in done],
         pixels_per_token=[list(geo[b.name].pixels) for b in done],
         distance=[stats[b.name][0] for b in done],

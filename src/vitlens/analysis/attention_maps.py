@@ -58,8 +58,10 @@ class AttentionMapsResult(Result):
 
     Attributes:
         names, stages, depths, heads: the MSA blocks whose maps were read, in forward order.
-        grids: (H, W) of each block's map; windows: (h, w) of its attention windows (the grid
-            itself for global attention); shifts: its cyclic shift (0, 0 when not shifted).
+        grids: (H, W) of each block's map: its token grid, or for attention over pooled keys
+            (PVT, Twins, MViT) the keys' grid; windows: (h, w) of its attention windows (the
+            map's grid itself for global and pooled-key attention); shifts: its cyclic shift
+            (0, 0 when not shifted).
         queries: per block, "cls" (the class token's row) or "mean" (every grid query's row
             averaged, for blocks without a class token).
         maps: image -> block -> head -> H * W attention, row-major on the block's grid.
@@ -194,7 +196,8 @@ class BlockMaps:
     shift: tuple[int, int]
 
     def full(self) -> torch.Tensor:
-        """(B, heads, P + H*W, P + H*W): global maps as they are, windows stitched."""
+        """(B, heads, P + H*W, P + K): global maps and maps over pooled keys as they are
+        (K = h*w pooled keys), windows stitched (K = H*W)."""
         g = self.geometry
         if g.n_windows == 1 and g.window == self.grid and self.shift == (0, 0):
             return self.attn
@@ -299,11 +302,11 @@ def _rollout_note(blocks: list[BlockMaps]) -> str:
     if not blocks:
         return "no MSA block's attention could be read"
     sizes = {(tuple(b.attn.shape[-2:]), b.geometry.n_windows, b.grid) for b in blocks}
-    if len(sizes) > 1 or any(b.geometry.n_windows > 1 for b in blocks):
+    if len(sizes) > 1 or any(b.geometry.n_windows > 1 or b.geometry.keys for b in blocks):
         return (
             "rollout multiplies the attention of every MSA block over one set of tokens; this "
-            "model's MSA blocks attend over different token sets (windows or pooled stages), so "
-            "only the per-block maps are shown"
+            "model's MSA blocks attend over different token sets (windows, pooled keys or "
+            "pooled stages), so only the per-block maps are shown"
         )
     return ""
 
@@ -438,8 +441,8 @@ def _result(all_blocks, capture: Capture, out: _Collected, fusion, n_batches, pr
         stages=[b.block.stage for b in blocks],
         depths=[depths[b.block.name] for b in blocks],
         heads=[int(b.attn.shape[1]) for b in blocks],
-        grids=[list(b.grid) for b in blocks],
-        windows=[list(b.geometry.window) for b in blocks],
+        grids=[list(b.geometry.keys or b.grid) for b in blocks],
+        windows=[list(b.geometry.key_grid) for b in blocks],
         shifts=[list(b.shift) for b in blocks],
         queries=["cls" if b.prefix else "mean" for b in blocks],
         maps=out.maps,

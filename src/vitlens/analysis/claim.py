@@ -303,7 +303,8 @@ def requires(*preconditions: Precondition):
 def attention_share(result: Any) -> list[float]:
     """Per MSA block of an attention Result: mean entropy over heads as a share of log N."""
     shares = []
-    for entropy, window, prefix in zip(result.entropy, result.windows, result.prefix, strict=True):
+    keys = getattr(result, "keys", None) or result.windows  # older Results: keys = window
+    for entropy, window, prefix in zip(result.entropy, keys, result.prefix, strict=True):
         n_keys = prefix + window[0] * window[1]
         shares.append(statistics.fmean(entropy) / math.log(n_keys) if n_keys > 1 else 1.0)
     return shares

@@ -10,6 +10,11 @@ timm use, after Swin's cyclic shift); distances are between positions inside a w
 positions are dropped as queries and keys. Positions inside a shifted window are measured in the
 shifted frame, which is exact because tokens wrapped around the map's edge are masked from the
 others.
+
+Attention over pooled keys (PVT's spatial reduction, Twins' global sub-sampled attention, MViT's
+pooling attention, Next-ViT) runs on (B, heads, P + H*W, P + h*w) maps: every query of the grid
+attends to a coarser h x w grid of keys, found as the grid one stride per axis gives; distances
+are then between cell centres of the two grids.
 """
 
 from __future__ import annotations
@@ -34,6 +39,10 @@ class Geometry:
         prefix: tokens before the grid tokens in each map (class tokens), 0 when windowed.
         pixels: input pixels per grid step along rows and columns.
         valid: (n_windows, h * w) bool, False at padding positions.
+        keys: the (h, w) grid of the keys when it is not the query grid (PVT's spatial
+            reduction, Twins' sub-sampled and MViT's pooled attention: every query of the grid
+            attends to a coarser grid of keys; MViT's pooled queries: to a finer one); None
+            when queries and keys are the same tokens.
     """
 
     window: tuple[int, int]
@@ -41,6 +50,7 @@ class Geometry:
     prefix: int
     pixels: tuple[float, float]
     valid: torch.Tensor
+    keys: tuple[int, int] | None = None
 
     @staticmethod
     def global_grid(
@@ -62,6 +72,64 @@ class Geometry:
         # (nh*wh, nw*ww) -> (nh, wh, nw, ww) -> (nh*nw, wh*ww), windows in row-major order
         valid = valid.view(nh, wh, nw, ww).permute(0, 2, 1, 3).reshape(nh * nw, wh * ww)
         return Geometry((wh, ww), nh * nw, 0, pixels, valid)
+
+    @staticmethod
+    def reduced(
+        grid: tuple[int, int],
+        keys: tuple[int, int],
+        prefix: int = 0,
+        pixels: tuple[float, float] = (1.0, 1.0),
+    ) -> Geometry:
+        """Every query of an H x W grid (after `prefix` tokens) attending to an h x w grid of
+        pooled keys (after the same prefix tokens)."""
+        valid = torch.ones(1, grid[0] * grid[1], dtype=torch.bool)
+        return Geometry(tuple(grid), 1, prefix, pixels, valid, tuple(keys))
+
+    @property
+    def key_grid(self) -> tuple[int, int]:
+        return self.keys or self.window
+
+    @property
+    def key_valid(self) -> torch.Tensor:
+        """(n_windows, keys) bool: the real grid keys of each window."""
+        if self.keys is None:
+            return self.valid
+        return torch.ones(1, self.keys[0] * self.keys[1], dtype=torch.bool)
+
+    def distances(self) -> torch.Tensor:
+        """(queries, keys) distances in input pixels between the grid tokens' centres."""
+        if self.keys is None:
+            return distance_matrix(self.window, self.pixels)
+        (H, W), (h, w) = self.window, self.keys
+        key_pixels = (self.pixels[0] * H / h, self.pixels[1] * W / w)
+        return cross_distances(self.window, self.pixels, self.keys, key_pixels)
+
+
+def cross_distances(queries, query_pixels, keys, key_pixels) -> torch.Tensor:
+    """(Hq*Wq, Hk*Wk) Euclidean distances between the cell centres of two grids over the same
+    image, each cell (i + 0.5) of its own size in input pixels from the image's corner."""
+
+    def centres(grid, pixels):
+        h, w = grid
+        rows = (torch.arange(h, dtype=torch.float64) + 0.5).repeat_interleave(w) * pixels[0]
+        cols = (torch.arange(w, dtype=torch.float64) + 0.5).repeat(h) * pixels[1]
+        return rows, cols
+
+    (qr, qc), (kr, kc) = centres(queries, query_pixels), centres(keys, key_pixels)
+    return torch.hypot(qr[:, None] - kr[None, :], qc[:, None] - kc[None, :])
+
+
+def pooled_grid(keys: int, grid: tuple[int, int]) -> tuple[int, int] | None:
+    """The h x w grid of `keys` tokens one stride per axis apart from the H x W query grid:
+    coarser (keys pooled, with the last cell partial as a padded strided conv or pool gives)
+    or finer (queries pooled: MViT's stage transitions), if there is one."""
+    H, W = grid
+    for stride in range(2, max(H, W) + 1):
+        coarser = ((-(-H // stride), -(-W // stride)), (H // stride, W // stride))
+        for h, w in (*coarser, (H * stride, W * stride)):
+            if h * w == keys and h > 0 and w > 0:
+                return h, w
+    return None
 
 
 def distance_matrix(window: tuple[int, int], pixels: tuple[float, float] = (1.0, 1.0)):
@@ -98,10 +166,11 @@ def resolve_geometry(
     image_size: tuple[int, int],
     window: tuple[int, int] | None,
 ) -> Geometry:
-    """How a block's (B * nW, heads, N, N) maps sit on its H x W grid (see the module docstring).
+    """How a block's (B * nW, heads, N, M) maps sit on its H x W grid (see the module docstring).
 
     Raises:
-        VitlensError: the maps fit neither global attention over the grid nor square windows.
+        VitlensError: the maps fit neither global attention over the grid, nor pooled keys,
+            nor square windows.
     """
     H, W = grid
     pixels = (image_size[0] / H, image_size[1] / W)
@@ -111,14 +180,18 @@ def resolve_geometry(
         geometry = Geometry.windowed(grid, window, pixels)
     elif n_windows == 1 and prefix + H * W == N:
         geometry = Geometry.global_grid(grid, prefix, pixels)
-    elif math.isqrt(N) ** 2 == N:
+    elif math.isqrt(N) ** 2 == N and attn_shape[-2] == N:
         geometry = Geometry.windowed(grid, (math.isqrt(N),) * 2, pixels)
+    elif n_windows == 1 and prefix + H * W == attn_shape[-2] != N:
+        keys = pooled_grid(N - prefix, grid)
+        geometry = Geometry.reduced(grid, keys, prefix, pixels) if keys else None
     else:
         geometry = None
     if geometry is None or geometry.n_windows != n_windows or attn_shape[0] % batch:
         raise VitlensError(
             f"cannot place the {tuple(attn_shape)} attention maps of {block.name} on its "
             f"{H}x{W} token grid for a batch of {batch}: they are neither global attention "
-            f"(N = prefix + H*W) nor square windows tiling the grid"
+            f"(N = prefix + H*W), nor every query of the grid attending to a pooled grid of "
+            f"keys, nor square windows tiling the grid"
         )
     return geometry

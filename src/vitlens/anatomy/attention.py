@@ -134,22 +134,38 @@ class SoftmaxCatcher(TorchFunctionMode):
         kwargs = kwargs or {}
         if func is F.scaled_dot_product_attention:
             out, probs = explicit_sdpa(*args, **kwargs)
-            self.seen.append(probs)
+            # SDPA's heads are the third axis from the end; any axes before are batch axes
+            # (Twins' windows: (B, windows, heads, N, M)).
+            self.seen.append(probs.reshape(-1, *probs.shape[-3:]))
             return out
         out = func(*args, **kwargs)
         if func in _SOFTMAXES and isinstance(out, torch.Tensor) and out.ndim in (4, 5):
             dim = kwargs.get("dim", args[1] if len(args) > 1 else None)
             if dim in (-1, out.ndim - 1):
-                self.seen.append(_as_windows(out))
+                self.seen.append(out)
         return out
 
 
-def _as_windows(probs: torch.Tensor) -> torch.Tensor:
-    """(B, heads, W, N, M) maps as (B * W, heads, N, M): windows on the batch axis."""
+def windows_on_batch(probs: torch.Tensor, heads: int | None) -> torch.Tensor:
+    """Windowed maps as (B * W, heads, N, M), windows on the batch axis. Implementations put
+    the windows before the heads (Twins: (B, W, heads, N, M)) or after them (NesT: (B, heads,
+    W, N, M)); the module's head count tells which, and heads-first is assumed without it."""
     if probs.ndim == 4:
         return probs
+    if heads is not None and probs.shape[2] == heads != probs.shape[1]:
+        return probs.reshape(-1, *probs.shape[2:])
     b, h, w, n, m = probs.shape
     return probs.permute(0, 2, 1, 3, 4).reshape(b * w, h, n, m)
+
+
+def heads_of(block: Block) -> int | None:
+    """The head count the block's attention modules declare (None when none does)."""
+    for module in (block.attention, block.mixer, block.branch):
+        for attr in ("num_heads", "heads", "n_heads"):
+            value = getattr(module, attr, None)
+            if isinstance(value, int) and not isinstance(value, bool):
+                return value
+    return None
 
 
 def explicit_sdpa(
@@ -216,15 +232,19 @@ def hook_maps(
     hook handles (remove them when done)."""
 
     def emitted(block: Block):
+        heads = heads_of(block)
+
         def hook(_m, _inp, out):
-            keep(block, out[1] if isinstance(out, tuple) else out)
+            keep(block, windows_on_batch(out[1] if isinstance(out, tuple) else out, heads))
 
         return hook
 
     def caught(block: Block):
+        heads = heads_of(block)
+
         def found(seen: list[torch.Tensor]) -> None:
             if len(seen) == 1:
-                keep(block, seen[0])
+                keep(block, windows_on_batch(seen[0], heads))
             else:
                 unread[block.name] = f"its branch computed {len(seen)} softmaxes, not one"
 
