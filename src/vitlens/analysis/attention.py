@@ -201,16 +201,22 @@ class _AttentionReader:
         if attn is None:
             return
         grid = tuple(int(s) for s in block.layout.to_map(t).shape[-2:])
+        if block.name in self.unread:
+            return
         if block.name not in self.accumulators:
             images = self.images
-            geometry = resolve_geometry(
-                block,
-                tuple(attn.shape),
-                images.shape[0],
-                grid,
-                images.shape[-2:],
-                self.windows[block.name],
-            )
+            try:
+                geometry = resolve_geometry(
+                    block,
+                    tuple(attn.shape),
+                    images.shape[0],
+                    grid,
+                    images.shape[-2:],
+                    self.windows[block.name],
+                )
+            except VitlensError as err:  # left out, and named in the Result
+                self.unread[block.name] = str(err)
+                return
             self.accumulators[block.name] = AttentionAccumulator(
                 geometry, attn.shape[1], attn.device
             )

@@ -398,8 +398,8 @@ def attention_maps_of(
         provenance: what to record; wall time and device are filled in.
 
     Raises:
-        VitlensError: the model has no MSA block, a class outside the model's classes, or a bad
-            head fusion.
+        VitlensError: the model has no MSA block or none whose maps can be read (each named
+            with why), a class outside the model's classes, or a bad head fusion.
     """
     started = time.perf_counter()
     fuse_heads(torch.zeros(1, 1, 1, 1), head_fusion)  # refuse a bad fusion before any work
@@ -423,6 +423,11 @@ def attention_maps_of(
             n_batches += 1
     if capture is None:
         raise VitlensError("no images to map: the data yielded no batch")
+    if not capture.blocks:  # every MSA block unread: nothing to show, say why for each
+        raise VitlensError(
+            f"no MSA block of {type(unwrap(model)).__name__} gave one attention map: "
+            + "; ".join(f"{name}: {why}" for name, why in capture.unread.items())
+        )
     provenance = provenance_for(provenance, model, device, started)
     return _result(anatomy.blocks, capture, out, head_fusion, n_batches, provenance)
 
