@@ -418,6 +418,9 @@ def test_pooled_keys_measure_distances_between_the_two_grids_cell_centres():
     block = SimpleNamespace(name="b", layout=SimpleNamespace(kind="tokens", prefix=1))
     found = resolve_geometry(block, (2, 3, 1 + 64, 1 + 16), 2, (8, 8), (32, 32), None)
     assert found.keys == (4, 4) and found.prefix == 1 and found.pixels == (4.0, 4.0)
+    # Queries and keys both pooled: attention on the 4 x 4 grid of 8-pixel cells.
+    both = resolve_geometry(block, (2, 3, 1 + 16, 1 + 16), 2, (8, 8), (32, 32), None)
+    assert both.window == both.keys == (4, 4) and both.pixels == (8.0, 8.0)
 
 
 def test_windowed_models_report_their_windows():

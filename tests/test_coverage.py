@@ -53,6 +53,7 @@ KIND_CHECKS = [
     ("timm:gcvit_tiny", {"msa"}, {"block"}),
     ("timm:nest_tiny", {"msa"}, {"block"}),
     ("timm:xcit_nano_12_p8_224", {"channel_msa"}, {"msa"}),  # XCA: attention over channels
+    ("timm:edgenext_small", {"channel_msa", "conv"}, {"msa"}),  # its XCA, by another name
     ("timm:davit_tiny", {"msa", "channel_msa"}, {"block"}),
     ("timm:volo_d1_224", {"msa", "conv"}, {"block"}),  # outlookers: local dynamic kernels
     ("torchvision:swin_v2_t", {"msa", "mlp"}, {"block"}),
@@ -97,6 +98,8 @@ def test_families_once_refused_are_described(name):
         "timm:twins_svt_small",  # windows before heads (B, W, heads, N, N), and pooled keys
         "timm:mvitv2_tiny",  # pooled keys, and pooled queries at stage transitions
         "timm:nextvit_small",
+        "timm:efficientformerv2_s0",  # queries and keys both on the grid pooled by 2
+        "timm:convit_tiny",  # gated positional attention: the module's own mixed map
     ],
 )
 def test_maps_read_are_probabilities_over_their_keys(name):

@@ -40,7 +40,7 @@ from typing import ClassVar
 import torch
 from torch import nn
 
-from vitlens.analysis.geometry import Geometry, resolve_geometry, window_of
+from vitlens.analysis.geometry import Geometry, place, window_of
 from vitlens.analysis.registry import register_analysis
 from vitlens.analysis.result import Provenance, Result
 from vitlens.analysis.spec import AnalysisSpec, Budget, Figure, streamed
@@ -188,8 +188,8 @@ class _AttentionReader:
         self.pending: dict[str, torch.Tensor] = {}
         self.images: torch.Tensor | None = None  # the batch being run
 
-    def keep(self, block: Block, attn: torch.Tensor) -> None:
-        self.pending[block.name] = attn
+    def keep(self, block: Block, candidates: list[torch.Tensor]) -> None:
+        self.pending[block.name] = candidates
 
     def hooks(self, blocks: list[Block]) -> list:
         return hook_maps(blocks, self.keep, self.unread)
@@ -197,26 +197,24 @@ class _AttentionReader:
     def on_tap(self, block: Block, t: torch.Tensor) -> None:
         # The tap (the stream after the block) comes after the attention inside it; the map's
         # grid is what places the attention tokens.
-        attn = self.pending.pop(block.name, None)
-        if attn is None:
+        candidates = self.pending.pop(block.name, None)
+        if candidates is None or block.name in self.unread:
             return
         grid = tuple(int(s) for s in block.layout.to_map(t).shape[-2:])
-        if block.name in self.unread:
+        images = self.images
+        try:
+            attn, geometry = place(
+                block,
+                candidates,
+                images.shape[0],
+                grid,
+                images.shape[-2:],
+                self.windows[block.name],
+            )
+        except VitlensError as err:  # left out, and named in the Result
+            self.unread[block.name] = str(err)
             return
         if block.name not in self.accumulators:
-            images = self.images
-            try:
-                geometry = resolve_geometry(
-                    block,
-                    tuple(attn.shape),
-                    images.shape[0],
-                    grid,
-                    images.shape[-2:],
-                    self.windows[block.name],
-                )
-            except VitlensError as err:  # left out, and named in the Result
-                self.unread[block.name] = str(err)
-                return
             self.accumulators[block.name] = AttentionAccumulator(
                 geometry, attn.shape[1], attn.device
             )

@@ -33,7 +33,7 @@ from typing import ClassVar, Literal
 import torch
 from torch import nn
 
-from vitlens.analysis.geometry import Geometry, resolve_geometry, window_of
+from vitlens.analysis.geometry import Geometry, place, window_of
 from vitlens.analysis.registry import register_analysis
 from vitlens.analysis.result import Provenance, Result
 from vitlens.analysis.spec import VIEW_BUDGETS, AnalysisSpec, Figure, Option, streamed
@@ -199,7 +199,8 @@ class BlockMaps:
         """(B, heads, P + H*W, P + K): global maps and maps over pooled keys as they are
         (K = h*w pooled keys), windows stitched (K = H*W)."""
         g = self.geometry
-        if g.n_windows == 1 and g.window == self.grid and self.shift == (0, 0):
+        whole = g.n_windows == 1 and g.window == self.grid and self.shift == (0, 0)
+        if g.keys is not None or whole:
             return self.attn
         return stitch_windows(self.attn, self.grid, g.window, self.shift)
 
@@ -242,23 +243,24 @@ class _MapReader:
         self.found: list[BlockMaps] = []
         self.unread: dict[str, str] = {}
 
-    def keep(self, block: Block, attn: torch.Tensor) -> None:
-        if self.keep_graph and attn.requires_grad:
-            attn.retain_grad()
-        self.pending[block.name] = attn
+    def keep(self, block: Block, candidates: list[torch.Tensor]) -> None:
+        for attn in candidates:
+            if self.keep_graph and attn.requires_grad:
+                attn.retain_grad()
+        self.pending[block.name] = candidates
 
     def on_tap(self, block: Block, t: torch.Tensor) -> None:
-        attn = self.pending.pop(block.name, None)
-        if attn is None:
+        candidates = self.pending.pop(block.name, None)
+        if candidates is None:
             self.unread.setdefault(block.name, "its attention module emitted no map on this input")
             return
         grid = tuple(int(s) for s in block.layout.to_map(t).shape[-2:])
         source = map_source(block)
         images = self.images
         try:
-            geometry = resolve_geometry(
+            attn, geometry = place(
                 block,
-                tuple(attn.shape),
+                candidates,
                 images.shape[0],
                 grid,
                 images.shape[-2:],

@@ -174,24 +174,61 @@ def resolve_geometry(
     """
     H, W = grid
     pixels = (image_size[0] / H, image_size[1] / W)
-    n_windows, N = attn_shape[0] // batch, attn_shape[-1]
+    n_windows, N, queries = attn_shape[0] // batch, attn_shape[-1], attn_shape[-2]
     prefix = block.layout.prefix if block.layout.kind == "tokens" else 0
+    fits = []  # in order of preference; the first with the maps' window count is taken
     if window is not None and window[0] * window[1] == N:
-        geometry = Geometry.windowed(grid, window, pixels)
-    elif n_windows == 1 and prefix + H * W == N:
-        geometry = Geometry.global_grid(grid, prefix, pixels)
-    elif math.isqrt(N) ** 2 == N and attn_shape[-2] == N:
-        geometry = Geometry.windowed(grid, (math.isqrt(N),) * 2, pixels)
-    elif n_windows == 1 and prefix + H * W == attn_shape[-2] != N:
-        keys = pooled_grid(N - prefix, grid)
-        geometry = Geometry.reduced(grid, keys, prefix, pixels) if keys else None
-    else:
-        geometry = None
-    if geometry is None or geometry.n_windows != n_windows or attn_shape[0] % batch:
-        raise VitlensError(
-            f"cannot place the {tuple(attn_shape)} attention maps of {block.name} on its "
-            f"{H}x{W} token grid for a batch of {batch}: they are neither global attention "
-            f"(N = prefix + H*W), nor every query of the grid attending to a pooled grid of "
-            f"keys, nor square windows tiling the grid"
-        )
-    return geometry
+        fits.append(Geometry.windowed(grid, window, pixels))
+    if n_windows == 1 and prefix + H * W == N:
+        fits.append(Geometry.global_grid(grid, prefix, pixels))
+    if math.isqrt(N) ** 2 == N and queries == N:
+        fits.append(Geometry.windowed(grid, (math.isqrt(N),) * 2, pixels))
+    keys = pooled_grid(N - prefix, grid)
+    if keys and n_windows == 1 and prefix + H * W == queries != N:
+        fits.append(Geometry.reduced(grid, keys, prefix, pixels))
+    if keys and n_windows == 1 and queries == N:  # queries and keys pooled (EfficientFormerV2)
+        coarse = (image_size[0] / keys[0], image_size[1] / keys[1])
+        fits.append(Geometry.reduced(keys, keys, prefix, coarse))
+    for geometry in fits:
+        if geometry.n_windows == n_windows and attn_shape[0] % batch == 0:
+            return geometry
+    raise VitlensError(
+        f"cannot place the {tuple(attn_shape)} attention maps of {block.name} on its "
+        f"{H}x{W} token grid for a batch of {batch}: they are neither global attention "
+        f"(N = prefix + H*W), nor every query of the grid attending to a pooled grid of "
+        f"keys, nor attention on a pooled grid, nor square windows tiling the grid"
+    )
+
+
+def place(
+    block: Block,
+    candidates: list[torch.Tensor],
+    batch: int,
+    grid: tuple[int, int],
+    image_size: tuple[int, int],
+    window: tuple[int, int] | None,
+) -> tuple[torch.Tensor, Geometry]:
+    """The one attention map among a block's `candidates` that fits its grid, with where its
+    tokens sit. A block computing several attentions (TNT: pixels within each patch, then the
+    patches) is read by the one over its own grid.
+
+    Raises:
+        VitlensError: none fits (the first one's reason), or several do (stacked layers in one
+            block: which one is the block's attention cannot be told).
+    """
+    fits, errors = [], []
+    for attn in candidates:
+        try:
+            shape = tuple(attn.shape)
+            fits.append((attn, resolve_geometry(block, shape, batch, grid, image_size, window)))
+        except VitlensError as err:
+            errors.append(err)
+    if len(fits) == 1:
+        return fits[0]
+    if not fits:
+        raise errors[0]
+    raise VitlensError(
+        f"{block.name} computed {len(candidates)} attention maps of which {len(fits)} fit its "
+        f"{grid[0]}x{grid[1]} grid (several attention layers inside one block): which is the "
+        "block's cannot be told, so none is read"
+    )

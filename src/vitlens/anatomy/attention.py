@@ -223,19 +223,28 @@ def map_source(block: Block) -> nn.Module | None:
 
 def hook_maps(
     blocks: list[Block],
-    keep: Callable[[Block, torch.Tensor], None],
+    keep: Callable[[Block, list[torch.Tensor]], None],
     unread: dict[str, str],
 ) -> list:
-    """Hooks that hand `keep(block, maps)` each block's (B * windows, heads, N, M) attention as
-    its forward produces it: the attention module's output, or the one softmax caught inside
-    the block's mixer; a block whose mixer computes several is named in `unread`. Returns the
-    hook handles (remove them when done)."""
+    """Hooks that hand `keep(block, candidates)` the (B * windows, heads, N, M) attention maps
+    each block's forward produces: the attention module's output; else the map of a module
+    inside the block that computes its own (`get_attention(x)`, ConViT's gated positional
+    attention, whose two softmaxes are mixed after); else every softmax over keys caught inside
+    the block's mixer, of which the reader keeps the one that fits the block's grid (TNT: the
+    patch attention, not the pixel attention within a patch). A block whose mixer computed none
+    is named in `unread`. Returns the hook handles (remove them when done)."""
 
     def emitted(block: Block):
         heads = heads_of(block)
 
         def hook(_m, _inp, out):
-            keep(block, windows_on_batch(out[1] if isinstance(out, tuple) else out, heads))
+            keep(block, [windows_on_batch(out[1] if isinstance(out, tuple) else out, heads)])
+
+        return hook
+
+    def own(block: Block):
+        def hook(module, inp, _out):
+            keep(block, [module.get_attention(inp[0])])
 
         return hook
 
@@ -243,17 +252,21 @@ def hook_maps(
         heads = heads_of(block)
 
         def found(seen: list[torch.Tensor]) -> None:
-            if len(seen) == 1:
-                keep(block, windows_on_batch(seen[0], heads))
+            if seen:
+                keep(block, [windows_on_batch(t, heads) for t in seen])
             else:
-                unread[block.name] = f"its branch computed {len(seen)} softmaxes, not one"
+                unread[block.name] = "its branch computed no softmax over keys"
 
         return found
 
     handles = []
     for b in blocks:
+        source = map_source(b)
+        computes = [m for m in source.modules() if callable(getattr(m, "get_attention", None))]
         if b.attention is not None:
             handles.append(b.attention.register_forward_hook(emitted(b)))
+        elif len(computes) == 1:
+            handles.append(computes[0].register_forward_hook(own(b)))
         else:
-            handles += catching_softmax(map_source(b), caught(b))
+            handles += catching_softmax(source, caught(b))
     return handles

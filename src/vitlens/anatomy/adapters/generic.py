@@ -222,7 +222,7 @@ def _torchvision_units(model: nn.Module) -> list[tuple[str, nn.Module]] | None:
 
 
 # Attention over channels, not positions: it has no spatial map.
-CHANNEL_ATTENTION = ("XCA", "ChannelAttention", "ChannelAttentionV2")
+CHANNEL_ATTENTION = ("XCA", "CrossCovarianceAttn", "ChannelAttention", "ChannelAttentionV2")
 # Token mixers that are MLPs across positions, found by their attribute or class names.
 TOKEN_MLP_ATTRS = ("mlp_tokens", "linear_tokens")
 TOKEN_MLP_CLASSES = ("SpatialGatingUnit",)
