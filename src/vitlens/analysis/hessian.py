@@ -512,16 +512,22 @@ def ape_difference(a: HessianResult, b: HessianResult) -> Difference:
     return difference(a.per_batch()[1], b.per_batch()[1], a.ape - b.ape)
 
 
+def nep_claim(cid: str, claim: str, paper: str, measured: str, a, b) -> Claim:
+    """The row of a claim that NEP(a) > NEP(b), inconclusive within the minibatch noise."""
+    diff = nep_difference(a, b)
+    measured += f" (difference {diff.describe('.1%')})"
+    row = Claim(cid, claim, paper, measured, diff.value > 0, diff.value)
+    return judged(row, diff, "NEP over minibatches", ".1%")
+
+
 def c4_nep(view: StudyView) -> Claim:
     claim = "ViT has negative Hessian eigenvalues; ResNet almost none"
     paper = "NEP ViT > NEP ResNet ≈ 0"
     h_vit, h_cnn, why = _training_pair(view)
     if why:
         return not_measured("C4", claim, paper, why)
-    diff = nep_difference(h_vit, h_cnn)
-    measured = f"NEP {h_vit.nep:.1%} vs {h_cnn.nep:.1%} (difference {diff.describe('.1%')})"
-    row = Claim("C4", claim, paper, measured, diff.value > 0, diff.value)
-    return judged(row, diff, "NEP over minibatches", ".1%")
+    measured = f"NEP {h_vit.nep:.1%} vs {h_cnn.nep:.1%}"
+    return nep_claim("C4", claim, paper, measured, h_vit, h_cnn)
 
 
 def c5_ape(view: StudyView) -> Claim:
