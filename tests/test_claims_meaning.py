@@ -398,3 +398,36 @@ def test_c16_is_inconclusive_when_its_ends_are_within_noise_and_refuted_by_a_cle
     rising.append(hessian([2] * 10, positive=10.0))
     row = c16_more_heads(view(*rising))
     assert row.unreadable is None and not row.holds
+
+
+def test_c10_weighs_the_high_band_drop_against_its_binomial_noise():
+    from vitlens.analysis.freqnoise import FreqNoiseResult, c10_frequency_noise
+
+    def result(model: str, noisy: float, clean: float = 0.9, n: int = 2000) -> FreqNoiseResult:
+        acc = {model: [clean, noisy, noisy]}  # bands 0.1π, 0.8π, 0.9π
+        delta = {model: [a - clean for a in acc[model]]}
+        entry = {"eps": 0.7, "accuracy": acc, "nll": {model: [1.0] * 3}, "delta_accuracy": delta}
+        return FreqNoiseResult(models=[model], frequencies=[0.1, 0.8, 0.9], eps=0.7,
+                               eps_values=[0.7], n_images=n, clean_accuracy={model: clean},
+                               accuracy=acc, nll=entry["nll"], delta_accuracy=delta,
+                               by_eps=[entry], energy="equal")  # fmt: skip
+
+    families = {"vit_nano": "vit", "resnet_nano": "resnet"}
+
+    def c10(vit_noisy: float, cnn_noisy: float, n: int = 2000):
+        pair = {"vit_nano": result("vit_nano", vit_noisy, n=n),
+                "resnet_nano": result("resnet_nano", cnn_noisy, n=n)}  # fmt: skip
+        return c10_frequency_noise(StudyView({"freqnoise": pair}, {}, list(families), families))
+
+    # Drops of -4.0 and -4.4 pp on 2000 images: SE of each drop sqrt(2·0.86·0.14/2000/4 +
+    # 0.9·0.1/2000) ≈ 0.0078, of the gap ≈ 0.011 > 0.004 / 2.
+    close = c10(0.86, 0.856)
+    assert close.unreadable.startswith("within noise") and close.margin == pytest.approx(0.004)
+    se_vit = math.sqrt(2 * 0.86 * 0.14 / 2000 / 4 + 0.09 / 2000)
+    assert f"± {math.hypot(se_vit, math.sqrt(2 * 0.856 * 0.144 / 2000 / 4 + 0.09 / 2000)):.1%}" in (
+        close.unreadable
+    )
+    clear = c10(0.86, 0.76)  # -4 pp vs -14 pp, the paper's picture
+    assert clear.unreadable is None and clear.holds
+    # A Result that does not say how many images: the direction is read, as before.
+    assert c10(0.86, 0.856, n=0).unreadable is None

@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import math
 import statistics
 import time
 from collections.abc import Iterable, Mapping, Sequence
@@ -46,7 +47,16 @@ import torch
 from torch import nn
 
 from vitlens import distributed as dist
-from vitlens.analysis.claim import Claim, StudyView, msas_attend, not_measured, requires, the_vit
+from vitlens.analysis.claim import (
+    Claim,
+    Difference,
+    StudyView,
+    judged,
+    msas_attend,
+    not_measured,
+    requires,
+    the_vit,
+)
 from vitlens.analysis.perturbed import (
     Normalization,
     as_unit_float,
@@ -372,18 +382,33 @@ def c10_frequency_noise(view: StudyView) -> Claim:
         return not_measured("C10", claim, paper)
     eps = max(common)
 
-    def high(r) -> float:
-        curves = r.curves(eps)["delta_accuracy"] if r.by_eps else r.delta_accuracy
-        deltas = next(iter(curves.values()))
-        hi = [d for f, d in zip(r.frequencies, deltas, strict=True) if f >= 0.75]
-        return statistics.fmean(hi)
-
-    v, c = high(r_vit), high(r_cnn)
+    v, c = _high_band_drop(r_vit, eps), _high_band_drop(r_cnn, eps)
     measured = (
-        f"Δacc at ≥0.8π, ε = {eps:g}, bands of equal energy: ViT {v * 100:+.1f} pp vs ResNet "
-        f"{c * 100:+.1f} pp"
+        f"Δacc at ≥0.8π, ε = {eps:g}, bands of equal energy: ViT {v.value * 100:+.1f} pp vs "
+        f"ResNet {c.value * 100:+.1f} pp"
     )
-    return Claim("C10", claim, paper, measured, v > c, v - c)
+    diff = Difference(v.value - c.value, math.hypot(v.stderr, c.stderr))
+    claim = Claim("C10", claim, paper, measured, diff.value > 0, diff.value)
+    return judged(claim, diff, "the high-band accuracy drop over the test images", ".1%")
+
+
+def _high_band_drop(r: FreqNoiseResult, eps: float) -> Difference:
+    """The accuracy change from clean to noisy, averaged over the bands at ≥0.75π, and its
+    binomial standard error over the `n_images` images (NaN when the Result does not say how
+    many). The bands and the clean pass are treated as independent samples; they share the
+    images, so this overstates the noise, as `accuracy_difference` does."""
+    curves = (
+        r.curves(eps) if r.by_eps else {"accuracy": r.accuracy, "delta_accuracy": r.delta_accuracy}
+    )
+    model = r.models[0] if r.models else next(iter(curves["delta_accuracy"]))
+    high = [i for i, f in enumerate(r.frequencies) if f >= 0.75]
+    drop = statistics.fmean(curves["delta_accuracy"][model][i] for i in high)
+    if not r.n_images:
+        return Difference(drop, float("nan"))
+    accs = [curves["accuracy"][model][i] for i in high]
+    noisy_var = sum(a * (1 - a) for a in accs) / r.n_images / len(accs) ** 2
+    clean = r.clean_accuracy.get(model, statistics.fmean(accs) - drop)
+    return Difference(drop, math.sqrt(noisy_var + clean * (1 - clean) / r.n_images))
 
 
 EPS_SWEEP = [0.1, 0.3, DEFAULT_EPS]
