@@ -182,21 +182,15 @@ def test_the_coverage_table_stays_true(name, kinds, attention, maps):
     assert (row.attention, row.maps) == (int(attention), int(maps)), "maps read changed"
 
 
-# A known defect, kept visible: TNT's blocks return (pixel tokens, patch tokens) and the generic
-# adapter taps the first, the inner pixel stream of B x 196 rows, so CKA's per-image Gram
-# matrices do not stack (and Fourier and variance describe pixel tokens, not the image grid).
-TNT = pytest.mark.xfail(strict=True, reason="TNT is tapped on its inner pixel stream")
-SIX = [pytest.param(n, marks=TNT) if "tnt" in n else n for n in ONCE_REFUSED]
-
-
 @pytest.mark.slow
-@pytest.mark.parametrize("name", SIX)
+@pytest.mark.parametrize("name", ONCE_REFUSED)
 def test_the_six_analyses_run_or_refuse_on_families_once_refused(name):
     pytest.importorskip(name.split(":")[0])
     script = coverage_script()
-    model, size = script.build(name)
-    x = torch.randn(4, 3, size, size, generator=torch.Generator().manual_seed(0))  # CKA: 4
-    outcomes = {a: script._analysis(a, model, x) for a in script.ANALYSES}
+    row = script.Row(name)
+    model, row.size = script.build(name)
+    script.run_analyses(model, row)
+    outcomes = row.analyses
     # Each runs, or refuses with its reason (e.g. maps it cannot place): never a raw exception.
     assert not [o for o in outcomes.values() if o.startswith("RAW")], outcomes
     assert outcomes["fourier"] == outcomes["variance"] == outcomes["cka"] == "ok", outcomes

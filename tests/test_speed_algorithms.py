@@ -158,3 +158,14 @@ def test_hessian_spectrum_with_batched_products_equals_single_products(vit_batch
     scale = max(abs(v) for v in plain.eigenvalues[0])
     for b, p in zip(batched.eigenvalues, plain.eigenvalues, strict=True):
         assert sorted(b) == pytest.approx(sorted(p), abs=2e-6 * scale)
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf")])
+def test_eigensolvers_refuse_an_operator_whose_products_are_not_finite(bad):
+    from vitlens.errors import VitlensError
+
+    matrix = torch.eye(6, dtype=torch.float64)
+    matrix[2, 3] = matrix[3, 2] = bad  # eigh would fail to converge (or return garbage)
+    for solve in (lanczos, block_lanczos):
+        with pytest.raises(VitlensError, match="not finite"):
+            solve(MatrixOperator(matrix), 1, max_iter=6)

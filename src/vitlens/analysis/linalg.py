@@ -36,6 +36,8 @@ from typing import Literal, Protocol, runtime_checkable
 
 import torch
 
+from vitlens.errors import VitlensError
+
 Which = Literal["largest", "smallest", "both", "magnitude"]
 Bound = Literal["residual", "gap"]
 
@@ -194,6 +196,18 @@ def _tridiagonal_eigh(alphas: list[float], betas: list[float]) -> tuple[torch.Te
     if betas:
         b = torch.tensor(betas, dtype=torch.float64)
         t = t + torch.diag(b, 1) + torch.diag(b, -1)
+    return finite_eigh(t)
+
+
+def finite_eigh(t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """`torch.linalg.eigh` of a projected operator, refused when it holds NaN or inf: the
+    operator's products overflowed (e.g. a random-init model whose Hessian-vector products are
+    not finite), and eigh would fail with a LinAlgError or return garbage."""
+    if not bool(torch.isfinite(t).all()):
+        raise VitlensError(
+            "the operator's products are not finite (NaN or inf): the eigenvalues cannot be "
+            "computed; check the model's loss and its second derivatives at these weights"
+        )
     return torch.linalg.eigh(t)
 
 
@@ -408,7 +422,7 @@ def block_lanczos(
     converged = False
     while True:
         t = (q.T @ aq).double().cpu()
-        theta, s = torch.linalg.eigh((t + t.T) / 2)
+        theta, s = finite_eigh((t + t.T) / 2)
         idx = _wanted(theta, k, which)
         ritz = s.to(op.device, op.dtype)
         resid = (aq @ ritz - (q @ ritz) * theta.to(op.device, op.dtype)).norm(dim=0)

@@ -89,6 +89,9 @@ class Block:
         mixer: for `msa` blocks without such a module, the module inside which the attention
             is computed; its maps are read by catching the softmax (or SDPA) it runs (None:
             the branch).
+        tap_index: where `tap`'s input or output is a tuple, the position of the residual stream
+            in it (TNT's blocks take and return (pixel tokens, patch tokens): the stream is the
+            second).
     """
 
     name: str
@@ -100,6 +103,7 @@ class Block:
     layout: Layout
     attention: nn.Module | None = None
     mixer: nn.Module | None = None
+    tap_index: int = 0
 
     def __post_init__(self):
         if self.kind not in KINDS:

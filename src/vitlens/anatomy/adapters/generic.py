@@ -247,12 +247,25 @@ class _Probe:
     attending: dict[int, set[str]] = field(default_factory=dict)
     attention_ops: dict[int, int] = field(default_factory=dict)
     calls: dict[int, int] = field(default_factory=dict)  # how often each module ran
+    # (id(module), "input" or "output") -> the stream's position in a tuple (see `_stream`)
+    stream_index: dict[tuple[int, str], int] = field(default_factory=dict)
 
     def input(self, m: nn.Module) -> torch.Tensor | None:
         return self.seen.get(id(m), (None, None))[0]
 
     def out(self, m: nn.Module) -> torch.Tensor | None:
         return self.seen.get(id(m), (None, None))[1]
+
+
+def _stream(value) -> tuple[torch.Tensor | None, int]:
+    """The residual stream a module returned, and its position in a returned tuple: the first
+    tensor with the probe's batch of one (TNT's blocks return the pixel tokens of every patch,
+    B x 196 rows, before the patch tokens), else the first."""
+    if isinstance(value, tuple | list) and value and isinstance(value[0], torch.Tensor):
+        for i, t in enumerate(value):
+            if isinstance(t, torch.Tensor) and t.ndim >= 2 and t.shape[0] == 1:
+                return t, i
+    return _first(value), 0
 
 
 def _first(value) -> torch.Tensor | None:
@@ -320,6 +333,7 @@ def _probe(model, watch: list[nn.Module], side: int, zero: list[nn.Module] = ())
     attending: dict[int, set[str]] = {}
     ops: dict[int, int] = {}
     calls: dict[int, int] = {}
+    index: dict[tuple[int, str], int] = {}
 
     def enter(m, _inp):
         stack.append(m)
@@ -327,7 +341,8 @@ def _probe(model, watch: list[nn.Module], side: int, zero: list[nn.Module] = ())
     def hook(m, inp, out):
         if stack and stack[-1] is m:
             stack.pop()
-        seen[id(m)] = (_first(inp), _first(out))
+        (t_in, index[id(m), "input"]), (t_out, index[id(m), "output"]) = _stream(inp), _stream(out)
+        seen[id(m)] = (t_in, t_out)
         order.setdefault(id(m), len(order))
         calls[id(m)] = calls.get(id(m), 0) + 1
 
@@ -349,7 +364,7 @@ def _probe(model, watch: list[nn.Module], side: int, zero: list[nn.Module] = ())
         model.train(was_training)
         for h in handles:
             h.remove()
-    return _Probe(seen, output, order, attending, ops, calls)
+    return _Probe(seen, output, order, attending, ops, calls, index)
 
 
 def _layout(model: nn.Module, t: torch.Tensor) -> Layout:
@@ -521,7 +536,7 @@ def _embed_row(model: nn.Module, units, probe: _Probe, stem: nn.Module | None) -
     return ("embed", first, "input", None, probe.input(first), None)
 
 
-def _assemble(model: nn.Module, rows: list[tuple]) -> list[Block]:
+def _assemble(model: nn.Module, rows: list[tuple], probe: _Probe) -> list[Block]:
     """Blocks from (kind, tap, tap_point, branch, probe tensor, attention) rows; a new stage
     starts wherever the map gets smaller."""
     stages, layouts, stage, last = [], [], 0, None
@@ -541,7 +556,18 @@ def _assemble(model: nn.Module, rows: list[tuple]) -> list[Block]:
         layouts.append(layout)
     names = ["embed", *_names(stages[1:], [r[0] for r in rows[1:]])]
     return [
-        Block(name, kind, s, tap, point, branch, layout, attention, _mixer_module(kind, tap, point))
+        Block(
+            name,
+            kind,
+            s,
+            tap,
+            point,
+            branch,
+            layout,
+            attention,
+            _mixer_module(kind, tap, point),
+            probe.stream_index.get((id(tap), point), 0),
+        )  # fmt: skip
         for name, (kind, tap, point, branch, _, attention), s, layout in zip(
             names, rows, stages, layouts, strict=True
         )
@@ -576,7 +602,7 @@ def describe_generic(model: nn.Module) -> Anatomy:
     branches = {id(u): b for _, u in units if (b := _skip_branch(u)) is not None}
     branches = _verified(model, units, branches, side)
     rows = [_embed_row(model, units, probe, stem), *_unit_blocks(model, units, probe, branches)]
-    blocks = _assemble(model, rows)
+    blocks = _assemble(model, rows, probe)
     head = _head(model, probe)
     if head is not None:
         blocks.append(Block("head", "head", blocks[-1].stage, head, "output", None, VECTOR))
