@@ -175,7 +175,7 @@ def test_the_coverage_table_stays_true(name, kinds, attention, maps):
     pytest.importorskip(name.split(":")[0])
     if kinds.strip() == "—":
         pytest.skip("not described in the table")
-    row = coverage_script().survey(name, analyses=False)
+    row = coverage_script().survey(name)
     assert not row.error, f"{name} was described and no longer is: {row.error}"
     now = ", ".join(f"{n} {k}" for k, n in row.kinds.items())
     assert now == kinds.strip(), "blocks changed: regenerate docs/coverage.md"

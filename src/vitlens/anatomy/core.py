@@ -103,7 +103,7 @@ def describe(model: nn.Module) -> list[Block]:
     return list(anatomy_of(model).blocks)
 
 
-def _first_tensor(value, index: int = 0) -> torch.Tensor:
+def _tensor_at(value, index: int = 0) -> torch.Tensor:
     if isinstance(value, torch.Tensor):
         return value
     if isinstance(value, tuple | list) and len(value) > index and torch.is_tensor(value[index]):
@@ -122,13 +122,13 @@ def tapping(
             if block.tap_point == "output":
 
                 def hook(_m, _inp, out, block=block):
-                    on_tap(block, _first_tensor(out, block.tap_index))
+                    on_tap(block, _tensor_at(out, block.tap_index))
 
                 handles.append(block.tap.register_forward_hook(hook))
             else:
 
                 def pre_hook(_m, inp, block=block):
-                    on_tap(block, _first_tensor(inp, block.tap_index))
+                    on_tap(block, _tensor_at(inp, block.tap_index))
 
                 handles.append(block.tap.register_forward_pre_hook(pre_hook))
         yield

@@ -567,7 +567,7 @@ def _assemble(model: nn.Module, rows: list[tuple], probe: _Probe) -> list[Block]
             attention,
             _mixer_module(kind, tap, point),
             probe.stream_index.get((id(tap), point), 0),
-        )  # fmt: skip
+        )
         for name, (kind, tap, point, branch, _, attention), s, layout in zip(
             names, rows, stages, layouts, strict=True
         )
