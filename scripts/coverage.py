@@ -19,7 +19,9 @@ tests/test_coverage.py keeps the first true and re-runs the analyses on the fami
 from __future__ import annotations
 
 import argparse
+import json
 import re
+import subprocess
 import sys
 import time
 from collections import Counter
@@ -32,6 +34,7 @@ from torch.overrides import TorchFunctionMode
 
 DOC = Path(__file__).resolve().parents[1] / "docs" / "coverage.md"
 ANALYSES_DOC = DOC.with_name("coverage_analyses.md")
+CHILD_TIMEOUT_S = 1200
 ANALYSES = ("fourier", "variance", "cka", "lesion", "attention", "hessian")
 
 # One model per timm family (the smallest variant), as `timm.list_modules()` groups them.
@@ -92,6 +95,7 @@ class Row:
     analyses: dict[str, str] = field(default_factory=dict)
     seconds: float = 0.0
     params: int = 0
+    peak_gb: float = 0.0  # the analyses' process, at its peak
 
 
 def family(name: str) -> str:
@@ -257,6 +261,39 @@ def _analysis(name: str, model, x) -> str:
         return f"RAW {type(err).__name__}: {str(err)[:80]}"
 
 
+def analyse_apart(row: Row) -> None:
+    """Run the six analyses on `row`'s model in a process of its own: its memory is returned
+    when it ends, and a model that exhausts memory or hangs is a row, not the end of the run."""
+    started = time.perf_counter()
+    cmd = [sys.executable, __file__, "--child", row.model]
+    try:
+        done = subprocess.run(cmd, capture_output=True, text=True, timeout=CHILD_TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        row.analyses = {a: f"not run: over {CHILD_TIMEOUT_S} s for all six" for a in ANALYSES}
+        row.seconds = CHILD_TIMEOUT_S
+        return
+    row.seconds = round(time.perf_counter() - started, 1)
+    if done.returncode != 0:
+        why = f"not run: process ended with status {done.returncode}" + (
+            " (killed: out of memory?)" if done.returncode in (-9, 137) else ""
+        )
+        row.analyses = {a: why for a in ANALYSES}
+        return
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    row.analyses, row.peak_gb = result["analyses"], result["peak_gb"]
+
+
+def _child(name: str) -> int:
+    model, size = build(name)
+    row = Row(name, size=size)
+    run_analyses(model, row)
+    # VmHWM, not getrusage's ru_maxrss: Linux carries the parent's peak across fork and exec.
+    status = Path("/proc/self/status").read_text()
+    peak_gb = int(re.search(r"VmHWM:\s+(\d+) kB", status).group(1)) / 2**20
+    print(json.dumps({"analyses": row.analyses, "peak_gb": round(peak_gb, 2)}))
+    return 0
+
+
 def markdown(rows: list[Row]) -> str:
     described = [r for r in rows if not r.error]
     attention = [r for r in described if r.attention]
@@ -297,18 +334,21 @@ def analyses_markdown(rows: list[Row]) -> str:
         "smallest torchvision model of each family), at random init and its own input size, on",
         "one batch of 4 random images: *ok*, or *refused* with the first line of the reason.",
         "A raw exception would read *RAW* and is a bug. The Hessian runs 4 Lanczos steps for",
-        "its top eigenvalue: this checks that it runs, not what it finds.",
+        "its top eigenvalue: this checks that it runs, not what it finds. Each family runs in a",
+        "process of its own; *s* is its wall time (about 4 s of it importing) and *peak GB* its",
+        "peak memory, on 2 CPU cores.",
         "",
         f"{len(rows)} families:",
         "",
         *summary,
         "",
-        "| model | px | parameters | " + " | ".join(ANALYSES) + " |",
-        "|---|---|---|" + "---|" * len(ANALYSES),
+        "| model | px | parameters | " + " | ".join(ANALYSES) + " | s | peak GB |",
+        "|---|---|---|" + "---|" * (len(ANALYSES) + 2),
     ]
     for r in rows:
         cells = [f"`{r.model}`", str(r.size), f"{r.params / 1e6:.1f} M"]
         cells += [r.analyses[a].replace("|", "/").replace("\n", " ") for a in ANALYSES]
+        cells += [f"{r.seconds:.0f}", f"{r.peak_gb:.1f}"]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
@@ -317,9 +357,12 @@ def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--analyses", action="store_true")
     parser.add_argument("--only", nargs="*")
+    parser.add_argument("--child", help=argparse.SUPPRESS)  # one family's analyses, as JSON
     parser.add_argument("--out", type=Path, default=DOC)
     args = parser.parse_args(argv)
     torch.set_num_threads(2)
+    if args.child:
+        return _child(args.child)
     rows = []
     for name in args.only or listed():
         rows.append(survey(name))
@@ -333,9 +376,8 @@ def main(argv: list[str]) -> int:
     if args.analyses:
         chosen = [r for r in rows if not r.error] if args.only else representatives(rows)
         for r in chosen:
-            started = time.perf_counter()
-            run_analyses(build(r.model)[0], r)
-            print(f"{time.perf_counter() - started:6.1f}s {r.model}: {r.analyses}",
+            analyse_apart(r)
+            print(f"{r.seconds:6.1f}s {r.peak_gb:.1f} GB {r.model}: {r.analyses}",
                   file=sys.stderr, flush=True)  # fmt: skip
         if not args.only:
             write_text(ANALYSES_DOC, analyses_markdown(chosen))
